@@ -1,0 +1,1 @@
+//! AAR daemon library.
