@@ -1,1 +1,19 @@
-//! AAR daemon library.
+//! The Anbox Application Registry daemon as a library: the `aar` binary is a thin
+//! command-line front over it, and the charm reaches its config code through PyO3.
+//!
+//! Layers, each only calling the ones below it:
+//! `cli` / `daemon` → `server` → `api` → `registry` → `storage`;
+//! `config`, `trust`, `tls`, `model`, `digest` and `fsutil` are shared leaves.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod digest;
+pub mod fsutil;
+pub mod model;
+pub mod registry;
+pub mod server;
+pub mod storage;
+pub mod tls;
+pub mod trust;

@@ -1,0 +1,73 @@
+//! Who is calling: the TLS layer attaches the client certificate's fingerprint to every
+//! request of a connection ([`Peer`]); the extractors here look it up in the trust store
+//! at *every* request, so a handler that takes [`Reader`] or [`Publisher`] cannot run for
+//! a caller without that right, and a revocation applies on an open connection.
+
+use super::response::ApiError;
+use super::AppState;
+use crate::trust::{Access, Role};
+use axum::extract::FromRequestParts;
+use http::request::Parts;
+use http::StatusCode;
+use std::sync::Arc;
+
+/// The connection's client certificate fingerprint, if it presented one.
+#[derive(Clone, Debug, Default)]
+pub struct Peer {
+    pub fingerprint: Option<Arc<str>>,
+}
+
+pub fn access(parts: &Parts, state: &AppState) -> (Option<Arc<str>>, Access) {
+    let fingerprint = parts
+        .extensions
+        .get::<Peer>()
+        .and_then(|p| p.fingerprint.clone());
+    let access = match &fingerprint {
+        Some(fp) => state.trust.lookup(fp),
+        None => Access::Unknown,
+    };
+    (fingerprint, access)
+}
+
+fn refuse(fingerprint: Option<Arc<str>>) -> ApiError {
+    // Revoked and unknown callers get the same answer: neither learns anything more.
+    let message = match fingerprint {
+        Some(fp) => format!(
+            "this client certificate (fingerprint {fp}) is not trusted by the registry; the registry's operator can trust it with `aar trust add` or by relating the AMS unit"
+        ),
+        None => "a trusted client certificate is required; connect with the certificate the registry trusts".to_string(),
+    };
+    ApiError::new(StatusCode::FORBIDDEN, message)
+}
+
+/// A caller allowed to read: any trusted certificate.
+pub struct Reader;
+
+/// A caller allowed to write: a certificate trusted in the publisher role.
+pub struct Publisher;
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match access(parts, state) {
+            (_, Access::Trusted(_)) => Ok(Reader),
+            (fp, _) => Err(refuse(fp)),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Publisher {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match access(parts, state) {
+            (_, Access::Trusted(Role::Publisher)) => Ok(Publisher),
+            (_, Access::Trusted(Role::Client)) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this certificate is trusted as a client, which is read-only; writes need the publisher's certificate",
+            )),
+            (fp, _) => Err(refuse(fp)),
+        }
+    }
+}

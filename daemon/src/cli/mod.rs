@@ -1,0 +1,35 @@
+//! The `aar` command line: `serve`, `trust …`, `config check`.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "aar", version, about = "Anbox Application Registry daemon")]
+pub struct Cli {
+    /// The daemon's config file; without it every key takes its default.
+    #[arg(long, global = true, env = "AAR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the registry.
+    Serve,
+    /// Manage trusted client certificates.
+    #[command(subcommand)]
+    Trust(TrustCommandStub),
+    /// Check a config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TrustCommandStub {}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate FILE; exit 0 when valid, 1 with the problem otherwise.
+    Check { file: PathBuf },
+}

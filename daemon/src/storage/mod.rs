@@ -1,0 +1,122 @@
+//! Storage backends: the single source of truth for image blobs *and* metadata.
+//!
+//! The registry layer above keeps an in-memory index, but it is rebuilt from
+//! [`Storage::load_versions`] at every start, so nothing lives only in memory.
+//! Every backend reports the same [`StorageError`] variants, so callers (and the
+//! HTTP layer that maps them to status codes) never see backend details.
+
+pub mod fs;
+
+use crate::digest::Digest;
+use crate::model::VersionRecord;
+use bytes::Bytes;
+use futures_util::Stream;
+use std::io;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+/// A request or response body as a stream of chunks.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("upload {id} is being written by another request; retry when it has finished")]
+    Busy { id: String },
+    #[error(
+        "the upload holds {expected} bytes but Upload-Offset says {got}: resume from {expected}"
+    )]
+    OffsetMismatch { id: String, expected: u64, got: u64 },
+    #[error("the upload declared {declared} bytes but more were sent")]
+    TooLong { declared: u64 },
+    #[error("digest mismatch: the publisher declared {expected} but the bytes received hash to {actual}; nothing was kept")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("storage is full: {0}")]
+    Full(String),
+    #[error("storage is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the request body was cut off: {0}")]
+    BodyInterrupted(io::Error),
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+}
+
+impl StorageError {
+    /// Wraps an I/O error, recognising a full disk so that it reaches the caller as 507.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        let context = context.into();
+        if is_disk_full(&source) {
+            return StorageError::Full(format!(
+                "{context}: no space left on the device; free space or raise the storage quota"
+            ));
+        }
+        StorageError::Io { context, source }
+    }
+}
+
+pub fn is_disk_full(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error() || code == rustix::io::Errno::DQUOT.raw_os_error())
+        || err.kind() == io::ErrorKind::StorageFull
+}
+
+/// Where an upload stands; persisted by the backend so that it survives a dropped
+/// connection (and, for the filesystem backend, a restart).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UploadState {
+    pub id: String,
+    pub digest: Digest,
+    pub size: u64,
+    pub offset: u64,
+    pub complete: bool,
+}
+
+/// How an image is delivered: streamed by the daemon or fetched by the client elsewhere.
+pub enum BlobBody {
+    Stream { body: ByteStream, len: u64 },
+    Redirect(String),
+}
+
+/// What the start-up recovery and the garbage collector removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Cleanup {
+    pub temp_files: usize,
+    pub uploads: usize,
+    pub blobs: usize,
+}
+
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// `fs` or `s3`, as reported by `GET /1.0`.
+    fn kind(&self) -> &'static str;
+
+    /// Removes what a crash left half-done (temporary files, half-deleted trees).
+    async fn recover(&self) -> Result<Cleanup>;
+
+    async fn create_upload(&self, digest: Digest, size: u64) -> Result<UploadState>;
+    async fn upload_state(&self, id: &str) -> Result<UploadState>;
+    /// Appends `body` at `offset`. Bytes received before the body fails are kept, so the
+    /// publisher can resume. When the upload reaches its declared size its digest is
+    /// verified and the blob committed; a mismatch deletes the upload.
+    async fn append_upload(&self, id: &str, offset: u64, body: ByteStream) -> Result<UploadState>;
+    async fn abort_upload(&self, id: &str) -> Result<()>;
+    /// Removes uploads not written to since `idle_since`, never one being written.
+    async fn expire_uploads(&self, idle_since: SystemTime) -> Result<usize>;
+
+    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>>;
+    /// `range` is inclusive start and exclusive end, already checked against the size.
+    async fn read_blob(&self, digest: &Digest, range: Option<(u64, u64)>) -> Result<BlobBody>;
+    /// Every blob with the time it was stored, for the garbage collector.
+    async fn list_blobs(&self) -> Result<Vec<(Digest, SystemTime)>>;
+    async fn delete_blob(&self, digest: &Digest) -> Result<()>;
+
+    /// Stores a version record; `AlreadyExists` if that version exists (versions are immutable).
+    async fn put_version(&self, record: &VersionRecord) -> Result<()>;
+    async fn delete_version(&self, application: &str, version: u32) -> Result<()>;
+    async fn delete_application(&self, application: &str) -> Result<()>;
+    async fn load_versions(&self) -> Result<Vec<VersionRecord>>;
+}
