@@ -59,8 +59,10 @@ pub async fn run(
         .await
         .with_context(|| format!("listening on http.addr {}", config.http.addr))?;
     let addr = listener.local_addr()?;
+    let trust = TrustCache::new(&config.state_directory);
+    trust.refresh().context("reading the trust store")?;
     let state = AppState::new(Shared {
-        trust: TrustCache::new(&config.state_directory),
+        trust,
         limits: config.http.limits.clone(),
         server_fingerprint: identity.fingerprint.clone(),
         registry,

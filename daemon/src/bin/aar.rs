@@ -49,7 +49,28 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Trust(_) => ExitCode::FAILURE,
+        Command::Trust(command) => {
+            let config = match load() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("aar: invalid configuration: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let mut stdout = std::io::stdout().lock();
+            match aar::cli::trust::run(
+                command,
+                &config.state_directory,
+                &mut std::io::stdin().lock(),
+                &mut stdout,
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("aar: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

@@ -1,5 +1,7 @@
 //! The `aar` command line: `serve`, `trust …`, `config check`.
 
+pub mod trust;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -19,14 +21,11 @@ pub enum Command {
     Serve,
     /// Manage trusted client certificates.
     #[command(subcommand)]
-    Trust(TrustCommandStub),
+    Trust(trust::TrustCommand),
     /// Check a config file.
     #[command(subcommand)]
     Config(ConfigCommand),
 }
-
-#[derive(Subcommand, Debug)]
-pub enum TrustCommandStub {}
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {

@@ -1,38 +1,89 @@
-//! TEMPORARY STUB: replaced by the real trust module.
-use sha2::Digest;
-use std::path::Path;
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+//! Trust store: which client certificates may talk to the registry, and in which role.
+//!
+//! Callers are identified by the SHA-256 fingerprint of their certificate's DER encoding
+//! (what AMS shows as `registry.fingerprint`). The CLI edits `<state-directory>/trust.json`
+//! through [`TrustStore`]; the daemon answers "who is this?" on every request through
+//! [`TrustCache`], which notices the CLI's changes without a restart.
+
+mod cache;
+mod cert;
+mod error;
+mod store;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use cache::{Access, TrustCache};
+pub use cert::{parse_certificate, parse_certificate_from, CertificateInfo};
+pub use error::TrustError;
+pub(crate) use store::preemptive_target;
+pub use store::{AddOutcome, Found, RevokedCert, TrustFile, TrustStore, TrustedCert};
+
+/// SHA-256 of a certificate's DER encoding as 64 lowercase hex characters.
+pub fn fingerprint(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+/// What a trusted certificate may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Read and write: uploads, publishes and deletes applications.
     Publisher,
+    /// Read only: lists applications and downloads images.
     Client,
 }
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
             Role::Publisher => "publisher",
             Role::Client => "client",
-        })
+        }
     }
 }
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Trusted(Role),
-    Revoked,
-    Unknown,
-}
-pub fn fingerprint(der: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(der))
-}
-pub struct TrustCache;
-impl TrustCache {
-    pub fn new(_state_dir: &Path) -> Self {
-        TrustCache
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
-    pub fn lookup(&self, _fp: &str) -> Access {
-        Access::Trusted(Role::Publisher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_is_lowercase_sha256_hex() {
+        assert_eq!(
+            fingerprint(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        let der = rcgen::generate_simple_self_signed(vec!["ams".into()])
+            .unwrap()
+            .cert
+            .der()
+            .to_vec();
+        let fp = fingerprint(&der);
+        assert_eq!(fp.len(), 64);
+        assert!(fp.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')));
     }
-    pub fn counts(&self) -> (usize, usize) {
-        (0, 0)
+
+    #[test]
+    fn role_serializes_and_displays_lowercase() {
+        assert_eq!(
+            serde_json::to_string(&Role::Publisher).unwrap(),
+            "\"publisher\""
+        );
+        assert_eq!(serde_json::to_string(&Role::Client).unwrap(), "\"client\"");
+        assert_eq!(
+            serde_json::from_str::<Role>("\"client\"").unwrap(),
+            Role::Client
+        );
+        assert!(serde_json::from_str::<Role>("\"admin\"").is_err());
+        assert_eq!(Role::Publisher.to_string(), "publisher");
+        assert_eq!(Role::Client.to_string(), "client");
     }
 }
