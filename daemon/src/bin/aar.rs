@@ -18,7 +18,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("{}: {e}", file.display());
+                eprintln!("{e}");
                 ExitCode::FAILURE
             }
         },
