@@ -11,6 +11,7 @@
 //! file, fsync, rename, directory fsync), so a crash at any point leaves either the old
 //! state or the new one plus temporary files that [`Storage::recover`] removes.
 
+use super::direct::DirectAppender;
 use super::{BlobBody, ByteStream, Cleanup, Result, Storage, StorageError, UploadState};
 use crate::digest::Digest;
 use crate::fsutil::{self, Replace};
@@ -19,16 +20,18 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
-/// Bytes handed to the writer thread at once: large enough that syscalls and thread
-/// hand-offs are noise next to hashing and copying.
+/// Bytes handed to the writer thread at once: large enough that thread hand-offs are
+/// noise next to hashing and copying.
 const WRITE_BATCH: usize = 512 * 1024;
+/// Size of each direct write to the upload file.
+const WRITE_BUFFER: usize = 1024 * 1024;
 const READ_CHUNK: usize = 256 * 1024;
 /// How long a resumed PATCH waits for the request it replaces to notice its dropped
 /// connection and release the upload.
@@ -154,22 +157,6 @@ fn rehash(path: &Path, len: u64) -> io::Result<Sha256> {
         }
         hasher.update(&buf[..n]);
     }
-}
-
-fn write_batch(file: &mut File, hasher: &mut Sha256, batch: &[Bytes]) -> io::Result<()> {
-    for chunk in batch {
-        hasher.update(chunk);
-    }
-    let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|b| IoSlice::new(b)).collect();
-    let mut slices = &mut slices[..];
-    while !slices.is_empty() {
-        let n = file.write_vectored(slices)?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut slices, n);
-    }
-    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -303,25 +290,37 @@ impl Storage for FsStorage {
                     }
                 },
             };
-            let mut file = match OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&data_path)
-            {
+            let mut file = match DirectAppender::open(&data_path, current, WRITE_BUFFER) {
                 Ok(f) => f,
                 Err(e) => return (state, Err(e)),
             };
-            while let Some(batch) = rx.blocking_recv() {
-                let len: u64 = batch.iter().map(|b| b.len() as u64).sum();
-                if let Err(e) = write_batch(&mut file, &mut state.hasher, &batch) {
-                    // The file may hold a partial batch the hash has seen whole: force a
-                    // rehash on resume rather than trust either.
-                    state.offset = u64::MAX;
-                    return (state, Err(e));
+            let mut result = Ok(());
+            'receive: while let Some(batch) = rx.blocking_recv() {
+                for chunk in batch {
+                    state.hasher.update(&chunk);
+                    state.offset += chunk.len() as u64;
+                    if let Err(e) = file.write(&chunk) {
+                        result = Err(e);
+                        break 'receive;
+                    }
                 }
-                state.offset += len;
             }
-            (state, Ok(()))
+            // Bytes received before a failure are kept, so the publisher can resume.
+            let result = result.and_then(|()| file.finish()).and_then(|len| {
+                if len == state.offset {
+                    Ok(())
+                } else {
+                    Err(io::Error::other(format!(
+                        "upload file holds {len} bytes, {} were received",
+                        state.offset
+                    )))
+                }
+            });
+            if result.is_err() {
+                // The file and the hash may disagree: make a resume rehash the file.
+                state.offset = u64::MAX;
+            }
+            (state, result)
         });
 
         let mut received = current;

@@ -5,6 +5,7 @@
 //! Every backend reports the same [`StorageError`] variants, so callers (and the
 //! HTTP layer that maps them to status codes) never see backend details.
 
+mod direct;
 pub mod fs;
 
 use crate::digest::Digest;
