@@ -1041,3 +1041,9 @@ log: {level: info}
     parse(text).unwrap();
     parse("storage: {fs: {root-directory: /r, min-free: 0}}").unwrap();
 }
+
+#[test]
+fn the_reference_config_documents_the_defaults() {
+    let reference = include_str!("../../../docs/config-reference.yaml");
+    assert_eq!(parse(reference).unwrap(), Config::default());
+}

@@ -99,6 +99,7 @@ impl DirectAppender {
         let capacity = capacity.max(BLOCK) / BLOCK * BLOCK;
         let buffered = OpenOptions::new()
             .create(true)
+            .truncate(false)
             .read(true)
             .write(true)
             .open(path)?;
