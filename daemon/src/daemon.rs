@@ -4,6 +4,7 @@ use crate::api::{self, AppState, Shared};
 use crate::config::{Config, StorageConfig};
 use crate::registry::Registry;
 use crate::storage::fs::FsStorage;
+use crate::storage::s3::{S3Storage, SharedS3};
 use crate::storage::Storage;
 use crate::trust::TrustCache;
 use crate::{fsutil, server, tls};
@@ -30,9 +31,7 @@ pub async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
                 )
             })?,
         )),
-        StorageConfig::S3(_) => {
-            anyhow::bail!("storage.s3 is not available in this build yet; use storage.fs")
-        }
+        StorageConfig::S3(s3) => Ok(Arc::new(SharedS3::new(S3Storage::open(s3).await?))),
     }
 }
 
@@ -72,6 +71,11 @@ pub async fn run(
         config.gc.interval,
         config.gc.upload_expiry,
     ));
+    let refresher = state
+        .registry
+        .storage()
+        .refresh_interval()
+        .map(|every| tokio::spawn(refresh_index(state.clone(), every)));
     ready(&Ready {
         addr,
         storage: state.registry.storage().kind(),
@@ -88,7 +92,25 @@ pub async fn run(
     )
     .await;
     collector.abort();
+    if let Some(refresher) = refresher {
+        refresher.abort();
+    }
     Ok(())
+}
+
+/// Every `interval`: re-reads the index from storage, so that versions other daemons
+/// published or deleted on a shared bucket appear here within that time. A failure keeps
+/// the index as it is (metadata is still served) and is retried at the next tick.
+async fn refresh_index(state: AppState, interval: std::time::Duration) {
+    let mut ticker = tokio::time::interval(interval.max(std::time::Duration::from_secs(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // the first tick is immediate: the index was just loaded
+    loop {
+        ticker.tick().await;
+        if let Err(e) = state.registry.refresh().await {
+            tracing::warn!(error = %e, "refreshing the index from storage failed; serving the last one");
+        }
+    }
 }
 
 /// At start and then every `interval`: expire idle uploads and unreferenced blobs.

@@ -3,10 +3,11 @@
 //!
 //! Layers, each only calling the ones below it:
 //! `cli` / `daemon` → `server` → `api` → `registry` → `storage`;
-//! `config`, `trust`, `tls`, `model`, `digest` and `fsutil` are shared leaves.
+//! `config`, `trust`, `tls`, `model`, `digest`, `cloudfront` and `fsutil` are shared leaves.
 
 pub mod api;
 pub mod cli;
+pub mod cloudfront;
 pub mod config;
 pub mod daemon;
 pub mod digest;

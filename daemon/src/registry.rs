@@ -135,6 +135,32 @@ impl Registry {
         Ok(())
     }
 
+    /// Rebuilds the index from storage when other daemons may write to it (see
+    /// [`Storage::refresh_interval`]). Holds the write lock, so that a publish of this
+    /// daemon is never lost between the listing and the swap; logs only changes.
+    pub async fn refresh(&self) -> Result<(), StorageError> {
+        let _writes = self.writes.lock().await;
+        let mut index: BTreeMap<String, BTreeMap<u32, Arc<VersionRecord>>> = BTreeMap::new();
+        for record in self.storage.load_versions().await? {
+            index
+                .entry(record.application.clone())
+                .or_default()
+                .insert(record.version, Arc::new(record));
+        }
+        let mut current = self.index.write().unwrap();
+        let before: usize = current.values().map(BTreeMap::len).sum();
+        let after: usize = index.values().map(BTreeMap::len).sum();
+        if before != after || current.len() != index.len() {
+            tracing::info!(
+                applications = index.len(),
+                versions = after,
+                "index refreshed from storage"
+            );
+        }
+        *current = index;
+        Ok(())
+    }
+
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
     }

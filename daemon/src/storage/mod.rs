@@ -7,6 +7,7 @@
 
 mod direct;
 pub mod fs;
+pub mod s3;
 
 use crate::digest::Digest;
 use crate::model::VersionRecord;
@@ -14,7 +15,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use std::io;
 use std::pin::Pin;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// A request or response body as a stream of chunks.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -94,6 +95,12 @@ pub struct Cleanup {
 pub trait Storage: Send + Sync + 'static {
     /// `fs` or `s3`, as reported by `GET /1.0`.
     fn kind(&self) -> &'static str;
+
+    /// How often the index should be rebuilt from storage, for backends that other
+    /// daemons may write to (a shared bucket); `None`: only this daemon writes.
+    fn refresh_interval(&self) -> Option<Duration> {
+        None
+    }
 
     /// Removes what a crash left half-done (temporary files, half-deleted trees).
     async fn recover(&self) -> Result<Cleanup>;
