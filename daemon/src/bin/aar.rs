@@ -4,35 +4,26 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let load = || -> Result<Config, config::ConfigError> {
-        match &cli.config {
-            Some(path) => config::load(path),
-            None => Ok(Config::default()),
-        }
-    };
-    match cli.command {
-        Command::Config(ConfigCommand::Check { ref file }) => match config::load(file) {
+    let Cli {
+        config: config_path,
+        command,
+    } = Cli::parse();
+    match command {
+        Command::Config(ConfigCommand::Check { file }) => match config::load(&file) {
             Ok(_) => {
                 println!("{}: valid", file.display());
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
+            Err(e) => fail(e),
         },
         Command::Serve => {
-            let config = match load() {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("aar: invalid configuration: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let config = match load(config_path.as_deref()) {
+                Ok(config) => config,
+                Err(e) => return fail(format!("invalid configuration: {e}")),
             };
             init_tracing(&config.log.level);
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match runtime.block_on(aar::daemon::run(config, shutdown_signal(), |ready| {
+            let served = runtime.block_on(aar::daemon::run(config, shutdown_signal(), |ready| {
                 println!(
                     "aar {} serving https://{} (storage {}, server fingerprint {})",
                     env!("CARGO_PKG_VERSION"),
@@ -40,45 +31,47 @@ fn main() -> ExitCode {
                     ready.storage,
                     ready.fingerprint
                 );
-            })) {
+            }));
+            match served {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
-                    eprintln!("aar: {e:#}");
-                    ExitCode::FAILURE
+                    fail(format!("{e:#}"))
                 }
             }
         }
         Command::Trust(command) => {
-            let config = match load() {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("aar: invalid configuration: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let config = match load(config_path.as_deref()) {
+                Ok(config) => config,
+                Err(e) => return fail(format!("invalid configuration: {e}")),
             };
             let mut stdout = std::io::stdout().lock();
-            match aar::cli::trust::run(
-                command,
-                &config.state_directory,
-                &mut std::io::stdin().lock(),
-                &mut stdout,
-            ) {
+            let mut stdin = std::io::stdin().lock();
+            match aar::cli::trust::run(command, &config.state_directory, &mut stdin, &mut stdout) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("aar: {e}");
-                    ExitCode::FAILURE
-                }
+                Err(e) => fail(e),
             }
         }
     }
 }
 
+fn load(path: Option<&std::path::Path>) -> Result<Config, config::ConfigError> {
+    match path {
+        Some(path) => config::load(path),
+        None => Ok(Config::default()),
+    }
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("aar: {message}");
+    ExitCode::FAILURE
+}
+
 fn init_tracing(level: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("AAR_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

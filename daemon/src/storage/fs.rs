@@ -16,7 +16,7 @@ use super::{BlobBody, ByteStream, Cleanup, Result, Storage, StorageError, Upload
 use crate::digest::Digest;
 use crate::fsutil::{self, Replace};
 use crate::model::VersionRecord;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
@@ -32,7 +32,9 @@ use tokio::sync::mpsc;
 const WRITE_BATCH: usize = 512 * 1024;
 /// Size of each direct write to the upload file.
 const WRITE_BUFFER: usize = 1024 * 1024;
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 512 * 1024;
+/// Chunks read ahead of the network per download: bounds memory per download.
+const READ_DEPTH: usize = 2;
 /// How long a resumed PATCH waits for the request it replaces to notice its dropped
 /// connection and release the upload.
 const BUSY_WAIT: Duration = Duration::from_secs(5);
@@ -464,26 +466,32 @@ impl Storage for FsStorage {
                 .map_err(|e| StorageError::io(format!("reading blob {digest}"), e))?;
         }
         let len = end - start;
-        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+        // Readahead sized for a sequential read of the whole range.
+        let _ = rustix::fs::fadvise(
+            &file,
+            start,
+            std::num::NonZeroU64::new(len),
+            rustix::fs::Advice::Sequential,
+        );
+        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_DEPTH);
         tokio::task::spawn_blocking(move || {
             let mut left = len;
             while left > 0 {
-                let mut buf = BytesMut::zeroed(READ_CHUNK.min(left as usize));
-                let result = file.read(&mut buf).and_then(|n| {
-                    if n == 0 {
-                        Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "blob shorter than recorded",
-                        ))
-                    } else {
-                        Ok(n)
-                    }
-                });
+                // Read into uninitialised capacity: zeroing each buffer first cost ~5% of a download's CPU.
+                let mut buf = Vec::with_capacity(READ_CHUNK.min(left as usize));
+                let result = match rustix::io::read(&file, rustix::buffer::spare_capacity(&mut buf))
+                {
+                    Ok(0) => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "blob shorter than recorded",
+                    )),
+                    Ok(n) => Ok(n),
+                    Err(e) => Err(e.into()),
+                };
                 match result {
                     Ok(n) => {
-                        buf.truncate(n);
                         left -= n as u64;
-                        if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                             return; // the client went away
                         }
                     }
