@@ -21,6 +21,18 @@ pub struct Ready {
     pub fingerprint: String,
 }
 
+/// What can be known about the storage configuration without reaching the storage (for
+/// `aar config check`): today, that a CloudFront key pair can sign.
+pub fn check_storage(config: &Config) -> Result<(), crate::cloudfront::CloudFrontError> {
+    match &config.storage {
+        StorageConfig::S3(s3) => s3
+            .cloudfront
+            .as_ref()
+            .map_or(Ok(()), crate::cloudfront::check),
+        StorageConfig::Fs(_) => Ok(()),
+    }
+}
+
 pub async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
     match &config.storage {
         StorageConfig::Fs(fs) => Ok(Arc::new(

@@ -9,8 +9,13 @@ fn main() -> ExitCode {
         command,
     } = Cli::parse();
     match command {
-        Command::Config(ConfigCommand::Check { file }) => match config::load(&file) {
-            Ok(_) => {
+        Command::Config(ConfigCommand::Check { file }) => match config::load(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|config| {
+                // What parsing cannot see: a CloudFront key that does not sign.
+                aar::daemon::check_storage(&config).map_err(|e| format!("{}: {e}", file.display()))
+            }) {
+            Ok(()) => {
                 println!("{}: valid", file.display());
                 ExitCode::SUCCESS
             }
