@@ -134,6 +134,14 @@ async fn collect_garbage(
     let mut ticker = tokio::time::interval(interval.max(std::time::Duration::from_secs(1)));
     loop {
         ticker.tick().await;
+        // On a shared bucket, another daemon may have published a version referencing a
+        // blob this index thinks unreferenced: look again right before collecting.
+        if state.registry.storage().refresh_interval().is_some() {
+            if let Err(e) = state.registry.refresh().await {
+                tracing::warn!(error = %e, "garbage collection skipped: the index could not be refreshed");
+                continue;
+            }
+        }
         if let Err(e) = state.registry.collect_garbage(grace).await {
             tracing::warn!(error = %e, "garbage collection failed; will retry");
         }
