@@ -147,6 +147,7 @@ fn a_wrong_secret_is_refused_at_start_in_one_clear_line() {
         .lines()
         .find(|l| l.starts_with("aar: "))
         .unwrap_or_else(|| panic!("no error line in: {err}"));
+    eprintln!("{line}");
     for needle in [
         "bucket aar0",
         "region us-east-1",
@@ -171,6 +172,7 @@ fn a_missing_bucket_and_a_wrong_region_are_refused_at_start() {
         "{err}"
     );
     assert!(err.contains("NoSuchBucket"), "{err}");
+    eprintln!("{}", err.lines().find(|l| l.starts_with("aar: ")).unwrap());
     assert!(err.contains("create it or fix storage.s3.bucket"), "{err}");
 
     let err = Aar::prepare(&s3_storage(&s3, SECRET_KEY, "").replace(
@@ -185,6 +187,60 @@ fn a_missing_bucket_and_a_wrong_region_are_refused_at_start() {
             || err.contains("403"),
         "{err}"
     );
+}
+
+/// Each permission of the documented policy that the start-up check can exercise is
+/// named when it is missing.
+#[test]
+fn a_missing_permission_is_named_at_start() {
+    for (op, permission, resource) in [
+        (
+            "GetBucketLocation",
+            "s3:GetBucketLocation",
+            "arn:aws:s3:::aar0 ",
+        ),
+        ("ListObjectsV2", "s3:ListBucket", "arn:aws:s3:::aar0 "),
+        ("PutObject", "s3:PutObject", "arn:aws:s3:::aar0/*"),
+        ("GetObject", "s3:GetObject", "arn:aws:s3:::aar0/*"),
+        (
+            "ListParts",
+            "s3:ListMultipartUploadParts",
+            "arn:aws:s3:::aar0/*",
+        ),
+        (
+            "AbortMultipartUpload",
+            "s3:AbortMultipartUpload",
+            "arn:aws:s3:::aar0/*",
+        ),
+        ("DeleteObject", "s3:DeleteObject", "arn:aws:s3:::aar0/*"),
+    ] {
+        let s3 = S3Server::start_denying(&[op]);
+        let err = Aar::prepare(&s3_storage(&s3, SECRET_KEY, ""))
+            .try_start()
+            .expect_err(op);
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("aar: "))
+            .unwrap_or(&err)
+            .to_owned();
+        if op == "PutObject" {
+            eprintln!("{line}");
+        }
+        assert!(
+            line.contains("storage.s3 bucket aar0 (region us-east-1)"),
+            "{line}"
+        );
+        assert!(line.contains(&format!("{op} ")), "{op}: {line}");
+        assert!(line.contains("403 AccessDenied"), "{line}");
+        assert!(
+            line.contains(&format!("the credentials lack {permission} on {resource}")),
+            "{op}: {line}"
+        );
+    }
+    // Nothing is left behind by the checks that failed half-way.
+    let s3 = S3Server::start_denying(&["ListParts"]);
+    let _ = Aar::prepare(&s3_storage(&s3, SECRET_KEY, "")).try_start();
+    assert!(s3.keys("").is_empty(), "{:?}", s3.keys(""));
 }
 
 #[test]

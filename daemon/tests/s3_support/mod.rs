@@ -50,17 +50,27 @@ pub struct S3Server {
 impl S3Server {
     /// A fresh server with an empty bucket [`BUCKET`], on a free port.
     pub fn start() -> S3Server {
+        S3Server::start_denying(&[])
+    }
+
+    /// As [`S3Server::start`], answering `AccessDenied` to the operations named (as an
+    /// IAM policy without their permission would).
+    pub fn start_denying(ops: &[&'static str]) -> S3Server {
         let dir = tempfile::Builder::new()
             .prefix("aar-s3-")
             .tempdir()
             .unwrap();
         std::fs::create_dir_all(dir.path().join(BUCKET)).unwrap();
-        let mut server = S3Server::serve(dir.path().to_owned(), "127.0.0.1:0".parse().unwrap());
+        let mut server = S3Server::serve(
+            dir.path().to_owned(),
+            "127.0.0.1:0".parse().unwrap(),
+            ops.to_vec(),
+        );
         server._dir = Some(dir);
         server
     }
 
-    fn serve(root: PathBuf, addr: SocketAddr) -> S3Server {
+    fn serve(root: PathBuf, addr: SocketAddr, denied: Vec<&'static str>) -> S3Server {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let served = root.clone();
@@ -74,6 +84,7 @@ impl S3Server {
                 let fs = s3s_fs::FileSystem::new(&served).unwrap();
                 let mut builder = s3s::service::S3ServiceBuilder::new(fs);
                 builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+                builder.set_access(Deny(denied));
                 let service = builder.build();
                 let listener = bind_retrying(addr).await;
                 ready_tx.send(listener.local_addr().unwrap()).unwrap();
@@ -126,7 +137,7 @@ impl S3Server {
     /// Serves again, same port, same data.
     pub fn resume(&mut self) {
         assert!(self.thread.is_none(), "still serving");
-        let mut again = S3Server::serve(self.root.clone(), self.addr);
+        let mut again = S3Server::serve(self.root.clone(), self.addr, Vec::new());
         self.stop = again.stop.take();
         self.thread = again.thread.take();
     }
@@ -169,6 +180,22 @@ impl S3Server {
             )
             .build();
         aws_sdk_s3::Client::from_conf(config)
+    }
+}
+
+/// Refuses unsigned requests (as s3s does by default) and the operations listed.
+struct Deny(Vec<&'static str>);
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for Deny {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
+        if cx.credentials().is_none() {
+            return Err(s3s::s3_error!(AccessDenied, "Signature is required"));
+        }
+        if self.0.contains(&cx.s3_op().name()) {
+            return Err(s3s::s3_error!(AccessDenied, "Access Denied"));
+        }
+        Ok(())
     }
 }
 

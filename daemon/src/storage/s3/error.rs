@@ -8,7 +8,7 @@
 
 use crate::storage::StorageError;
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use std::fmt;
 use std::io;
 
@@ -123,7 +123,7 @@ impl S3Error {
         let detail = match (&err, err.message()) {
             (SdkError::ServiceError(_), Some(message)) => message.to_owned(),
             (SdkError::ServiceError(_), None) => String::new(),
-            _ => DisplayErrorContext(&err).to_string(),
+            _ => error_chain(&err),
         };
         S3Error {
             op,
@@ -196,6 +196,11 @@ impl S3Error {
                 "the credentials lack {} on {resource} (see the IAM policy in docs/s3.md)",
                 self.op.permission()
             )),
+            _ if self.status.is_none() && self.kind == Kind::Transient => Some(
+                "the S3 endpoint did not answer: check storage.s3.endpoint (or the region) and \
+                 the network"
+                    .to_owned(),
+            ),
             _ if self.status == Some(301) => Some(match &self.bucket_region {
                 Some(region) => {
                     format!("the bucket is in region {region}: set storage.s3.region: {region}")
@@ -219,6 +224,22 @@ impl S3Error {
             },
         }
     }
+}
+
+/// The messages of an error and its sources, each once: the SDK's transport errors nest
+/// several layers that repeat one another, and their `Debug` forms are not for operators.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let message = e.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = e.source();
+    }
+    text
 }
 
 /// Sorts a service answer by status and error code.

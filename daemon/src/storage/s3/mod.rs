@@ -79,11 +79,12 @@ pub fn part_size(size: u64) -> u64 {
 /// secret.
 #[derive(Debug, thiserror::Error)]
 pub enum S3StartError {
-    #[error("storage.s3 bucket {bucket} (region {region}): {source}")]
+    #[error("storage.s3 bucket {bucket} (region {region}): {failure}")]
     Request {
         bucket: String,
         region: String,
-        source: Box<S3Error>,
+        // Not a `source`: its text is already in this one line.
+        failure: Box<S3Error>,
     },
     #[error(
         "storage.s3 bucket {bucket} is in region {actual}, not {configured}: set \
@@ -201,7 +202,7 @@ impl S3Storage {
         let start_err = |e: S3Error| S3StartError::Request {
             bucket: config.bucket.clone(),
             region: config.region.clone(),
-            source: Box::new(e),
+            failure: Box::new(e),
         };
         let location = storage
             .client
