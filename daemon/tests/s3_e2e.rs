@@ -294,6 +294,47 @@ async fn aws_ca_bundle_set_or_not_changes_nothing() {
     }
 }
 
+/// An https endpoint signed by a private CA works when `AWS_CA_BUNDLE` names the CA (the
+/// certificates are added to the system roots), and is refused without it. Over TLS the
+/// parts are sent with an unsigned payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_endpoint_is_trusted_through_aws_ca_bundle() {
+    let s3 = S3Server::start_tls();
+    let bundle = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bundle.path(), s3.certificate.as_ref().unwrap()).unwrap();
+
+    let err = Aar::prepare(&s3_storage(&s3, SECRET_KEY, ""))
+        .env("AWS_CA_BUNDLE", None)
+        .try_start()
+        .expect_err("trusted a self-signed S3 endpoint");
+    assert!(err.contains("GetBucketLocation"), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+
+    let aar = Aar::prepare(&s3_storage(&s3, SECRET_KEY, ""))
+        .env("AWS_CA_BUNDLE", bundle.path().to_str())
+        .start();
+    let image = pattern(17 * MIB + 9, 21);
+    let digest = aar.publisher().upload(&image, 6 * MIB).await;
+    let r = aar
+        .publisher()
+        .publish("tls", 1, &[("amd64", &digest)])
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let stored = s3.object_path(&format!(
+        "blobs/sha256/{}",
+        digest.strip_prefix("sha256:").unwrap()
+    ));
+    assert!(
+        std::fs::read(stored).unwrap() == image,
+        "stored bytes differ"
+    );
+    let location = aar.reader().get(&image_path("tls", 1)).await;
+    assert!(location
+        .header("location")
+        .unwrap()
+        .starts_with(&format!("{}/aar0/", s3.endpoint())));
+}
+
 /// While S3 is down, metadata is served from the index and writes fail with 503 and
 /// Retry-After; service resumes by itself when S3 is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

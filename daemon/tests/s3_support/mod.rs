@@ -42,6 +42,9 @@ pub const MIB: usize = 1 << 20;
 pub struct S3Server {
     pub root: PathBuf,
     pub addr: SocketAddr,
+    /// PEM of the server's self-signed certificate when it serves HTTPS.
+    pub certificate: Option<String>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
@@ -56,6 +59,34 @@ impl S3Server {
     /// As [`S3Server::start`], answering `AccessDenied` to the operations named (as an
     /// IAM policy without their permission would).
     pub fn start_denying(ops: &[&'static str]) -> S3Server {
+        S3Server::start_with(ops, None)
+    }
+
+    /// As [`S3Server::start`], over HTTPS with a self-signed certificate for 127.0.0.1
+    /// (in [`S3Server::certificate`]).
+    pub fn start_tls() -> S3Server {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+        let mut server = S3Server::start_with(&[], Some(Arc::new(config)));
+        server.certificate = Some(cert.pem());
+        server
+    }
+
+    fn start_with(ops: &[&'static str], tls: Option<Arc<rustls::ServerConfig>>) -> S3Server {
         let dir = tempfile::Builder::new()
             .prefix("aar-s3-")
             .tempdir()
@@ -65,12 +96,19 @@ impl S3Server {
             dir.path().to_owned(),
             "127.0.0.1:0".parse().unwrap(),
             ops.to_vec(),
+            tls,
         );
         server._dir = Some(dir);
         server
     }
 
-    fn serve(root: PathBuf, addr: SocketAddr, denied: Vec<&'static str>) -> S3Server {
+    fn serve(
+        root: PathBuf,
+        addr: SocketAddr,
+        denied: Vec<&'static str>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> S3Server {
+        let acceptor = tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let served = root.clone();
@@ -98,10 +136,16 @@ impl S3Server {
                         _ = &mut stop_rx => break,
                     };
                     let service = service.clone();
+                    let acceptor = acceptor.clone();
                     tokio::spawn(async move {
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(socket), service)
-                            .await;
+                        let http = hyper::server::conn::http1::Builder::new();
+                        let _ = match acceptor {
+                            Some(acceptor) => match acceptor.accept(socket).await {
+                                Ok(tls) => http.serve_connection(TokioIo::new(tls), service).await,
+                                Err(_) => return,
+                            },
+                            None => http.serve_connection(TokioIo::new(socket), service).await,
+                        };
                     });
                 }
             });
@@ -114,6 +158,8 @@ impl S3Server {
         S3Server {
             root,
             addr,
+            certificate: None,
+            tls,
             stop: Some(stop_tx),
             thread: Some(thread),
             _dir: None,
@@ -121,7 +167,8 @@ impl S3Server {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops serving (connections are dropped, the port is closed).
@@ -137,7 +184,7 @@ impl S3Server {
     /// Serves again, same port, same data.
     pub fn resume(&mut self) {
         assert!(self.thread.is_none(), "still serving");
-        let mut again = S3Server::serve(self.root.clone(), self.addr, Vec::new());
+        let mut again = S3Server::serve(self.root.clone(), self.addr, Vec::new(), self.tls.clone());
         self.stop = again.stop.take();
         self.thread = again.thread.take();
     }
