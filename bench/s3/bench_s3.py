@@ -26,6 +26,7 @@ ACCESS_KEY = "AKIAAARBENCH00000001"
 SECRET_KEY = "aarBenchSecretKey/000000000000000000000+"
 BUCKET = "aar0"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+QUIET_WAIT = [30]  # --quiet-wait, set in main()
 PAGE_MIB = 1 << 20
 
 
@@ -76,6 +77,27 @@ def peak_rss_mib(pid: int) -> float:
 
 def loadavg() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
+
+
+def busy_share(seconds: float = 1.0) -> float:
+    """Share of all CPUs busy over `seconds` (before a run: other people's work)."""
+    def sample():
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def quiet_wait(limit: float) -> str:
+    """Waits (up to `limit` seconds) for the machine to be under 25% busy; returns the
+    busy share seen last, for the report."""
+    deadline = time.time() + limit
+    share = busy_share()
+    while share > 0.25 and time.time() < deadline:
+        share = busy_share()
+    return f"{share * 100:.0f}%"
 
 
 class Proc:
@@ -172,9 +194,10 @@ def measure_redirects(label, tls, helpers, url, pid, args, results, checks):
     status, _, headers = tls.curl(url)
     if status != 307 or "location:" not in headers.lower():
         raise BenchError(f"{label}: expected a 307 with Location, got {status}\n{headers}")
-    checks.append(f"{label}: `GET {url.split('//', 1)[1].split('/', 1)[1]}` answers 307 with a Location")
+    checks.append(f"{label}: `GET /{url.split('//', 1)[1].split('/', 1)[1]}` answers 307 with a Location")
     wrk(tls, helpers, url, argparse.Namespace(**{**vars(args), "duration": 2}))  # warm-up
-    before, load = cpu_seconds(pid), loadavg()
+    load = quiet_wait(args.quiet_wait)
+    before = cpu_seconds(pid)
     res = wrk(tls, helpers, url, args)
     cpu = cpu_seconds(pid) - before
     results.append({
@@ -201,6 +224,7 @@ class Aar:
         except BenchError:
             raise BenchError(f"{name} did not start:\n{self.proc.tail()}")
         self.tls = tls
+        self.quiet = QUIET_WAIT[0]
         self.base = f"https://127.0.0.1:{self.port}"
 
     def upload(self, path: Path, digest: str, size: int) -> dict:
@@ -209,6 +233,7 @@ class Aar:
         if status != 201:
             raise BenchError(f"POST /1.0/uploads: {status}\n{headers}\n{self.proc.tail()}")
         location = re.search(r"(?im)^location:\s*(\S+)", headers).group(1)
+        self.busy = quiet_wait(self.quiet)
         cpu0 = cpu_seconds(self.proc.pid)
         status, took, headers = self.tls.curl("-X", "PATCH", "-H", "Upload-Offset: 0",
                                               "-H", "Content-Type: application/octet-stream",
@@ -272,6 +297,7 @@ http:
         except BenchError:
             raise BenchError(f"docker-registry did not start:\n{self.proc.tail()}")
         self.tls = tls
+        self.quiet = QUIET_WAIT[0]
         self.base = f"https://127.0.0.1:{self.port}"
 
     def upload(self, path: Path, digest: str) -> dict:
@@ -282,6 +308,7 @@ http:
         if location.startswith("/"):
             location = self.base + location
         sep = "&" if "?" in location else "?"
+        self.busy = quiet_wait(self.quiet)
         cpu0 = cpu_seconds(self.proc.pid)
         status, took, headers = self.tls.curl("-X", "PUT", "-H", "Content-Type: application/octet-stream",
                                               "-T", path, f"{location}{sep}digest={digest}")
@@ -308,10 +335,10 @@ def s3_section(endpoint: str, extra: str = "") -> str:
             f"    secret-access-key: {SECRET_KEY}\n    endpoint: {endpoint}\n    path-style: true\n{extra}")
 
 
-def upload_row(label, size, r):
+def upload_row(label, size, r, server):
     gib = size / (1 << 30)
     return {"what": f"upload: {label}", "mbps": size / 1e6 / r["seconds"], "cpu_s_gib": r["cpu"] / gib,
-            "rss": r["rss"], "seconds": r["seconds"], "load": loadavg()}
+            "rss": r["rss"], "seconds": r["seconds"], "load": server.busy}
 
 
 def main() -> int:
@@ -327,11 +354,14 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=4 << 30, help="image size into s3s-fs")
     ap.add_argument("--peer-size", type=int, default=1 << 30, help="image size into moto (held in RAM)")
     ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--quiet-wait", type=int, default=30,
+                    help="wait up to S seconds before each timed run for the CPUs to be < 25%% busy")
     ap.add_argument("--wrk-threads", type=int, default=2)
     ap.add_argument("--wrk-connections", type=int, default=32)
     ap.add_argument("--only", choices=["both", "aar", "peer"], default="both")
     ap.add_argument("--output", type=Path)
     args = ap.parse_args()
+    QUIET_WAIT[0] = args.quiet_wait
     work: Path = args.workdir
     helpers = args.helpers or args.repo / "bench"
     aar_bin = args.aar or args.repo / "target/release/aar"
@@ -377,7 +407,7 @@ def main() -> int:
             procs.append(aar.proc)
             log("aar: uploading into s3s-fs")
             up = aar.upload(big, digest, args.size)
-            results.append(upload_row(f"aar → s3s-fs, {args.size / (1 << 30):.2f} GiB", args.size, up))
+            results.append(upload_row(f"aar → s3s-fs, {args.size / (1 << 30):.2f} GiB", args.size, up, aar))
             checks.append(f"aar's upload of {args.size} bytes completed with its SHA-256 verified (200, complete)")
             url = aar.publish(digest)
             big.unlink()
@@ -412,7 +442,7 @@ def main() -> int:
                 aar = Aar(aar_bin, work, tls, "aar-moto", s3_section(moto_endpoint))
                 procs.append(aar.proc)
                 up = aar.upload(small, digest, args.peer_size)
-                results.append(upload_row(f"aar → moto, {args.peer_size / (1 << 30):.2f} GiB", args.peer_size, up))
+                results.append(upload_row(f"aar → moto, {args.peer_size / (1 << 30):.2f} GiB", args.peer_size, up, aar))
                 url = aar.publish(digest)
                 measure_redirects("aar, presigned (moto)", tls, helpers, url, aar.proc.pid, args, results, checks)
                 aar.proc.stop()
@@ -421,7 +451,7 @@ def main() -> int:
                 procs.append(reg.proc)
                 up = reg.upload(small, digest)
                 results.append(upload_row(f"docker-registry → moto, {args.peer_size / (1 << 30):.2f} GiB",
-                                          args.peer_size, up))
+                                          args.peer_size, up, reg))
                 measure_redirects("docker-registry, presigned (moto)", tls, helpers,
                                   f"{reg.base}/v2/bench/blobs/{digest}", reg.proc.pid, args, results, checks)
                 reg.proc.stop()
@@ -446,12 +476,12 @@ def render(args, results, checks) -> str:
              f"`{args.command}` on {os.cpu_count()} CPUs; {ver(['docker-registry', '--version'])}; "
              f"{ver(['wrk', '-v'])}; TLS 1.3 {CIPHER}, HTTP/1.1 keep-alive, client certificate; "
              f"wrk -t{args.wrk_threads} -c{args.wrk_connections} -d{args.duration}s.", "",
-             "| redirects | answers/s | p99 ms | daemon CPU µs per redirect | load at start |",
+             "| redirects | answers/s | p99 ms | daemon CPU µs per redirect | CPUs busy before |",
              "|---|---:|---:|---:|---:|"]
     for r in results:
         if "rps" in r:
             lines.append(f"| {r['what'][11:]} | {r['rps']:.0f} | {r['p99_ms']:.2f} | {r['cpu_us']:.1f} | {r['load']} |")
-    lines += ["", "| upload | MB/s | CPU s/GiB | peak RSS MiB | seconds | load at end |", "|---|---:|---:|---:|---:|---:|"]
+    lines += ["", "| upload | MB/s | daemon CPU s/GiB | peak RSS MiB | seconds | CPUs busy before |", "|---|---:|---:|---:|---:|---:|"]
     for r in results:
         if "mbps" in r:
             lines.append(f"| {r['what'][8:]} | {r['mbps']:.0f} | {r['cpu_s_gib']:.2f} | {r['rss']:.0f} | "

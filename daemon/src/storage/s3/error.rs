@@ -122,7 +122,8 @@ impl S3Error {
         };
         let detail = match (&err, err.message()) {
             (SdkError::ServiceError(_), Some(message)) => message.to_owned(),
-            (SdkError::ServiceError(_), None) => String::new(),
+            (SdkError::ServiceError(_), None) if code.is_some() => String::new(),
+            // An answer the SDK could not read: its own message says why.
             _ => error_chain(&err),
         };
         S3Error {
