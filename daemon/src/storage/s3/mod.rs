@@ -75,6 +75,18 @@ pub fn part_size(size: u64) -> u64 {
     needed.max(MIN_PART_SIZE)
 }
 
+/// The region a GetBucketLocation answer names, when it names one: AWS answers nothing
+/// (or "") for us-east-1 and "EU" for eu-west-1; an S3-compatible store (a custom
+/// endpoint) that answers nothing may not speak of regions at all.
+fn bucket_region(constraint: Option<&str>, custom_endpoint: bool) -> Option<&str> {
+    match constraint {
+        None | Some("") if custom_endpoint => None,
+        None | Some("") => Some("us-east-1"),
+        Some("EU") => Some("eu-west-1"),
+        Some(region) => Some(region),
+    }
+}
+
 /// Why the S3 backend could not start. One line, naming the bucket and region, never a
 /// secret.
 #[derive(Debug, thiserror::Error)]
@@ -218,14 +230,8 @@ impl S3Storage {
             .await
             .map_err(|e| storage.err(Op::GetBucketLocation, None, e))
             .map_err(start_err)?;
-        let actual = match location.location_constraint().map(|c| c.as_str()) {
-            None | Some("") => None,
-            Some("EU") => Some("eu-west-1"),
-            Some(region) => Some(region),
-        };
-        // An S3-compatible store may not speak of regions; AWS answers "" for us-east-1.
-        let actual = actual.or(config.endpoint.is_none().then_some("us-east-1"));
-        if let Some(actual) = actual {
+        let constraint = location.location_constraint().map(|c| c.as_str());
+        if let Some(actual) = bucket_region(constraint, config.endpoint.is_some()) {
             if actual != config.region {
                 return Err(S3StartError::WrongRegion {
                     bucket: config.bucket.clone(),
@@ -1415,6 +1421,26 @@ mod tests {
         let p = part_size(huge);
         assert_eq!(p % (1 << 20), 0);
         assert!(huge.div_ceil(p) <= MAX_PARTS);
+    }
+
+    #[test]
+    fn bucket_regions() {
+        assert_eq!(bucket_region(None, false), Some("us-east-1"));
+        assert_eq!(bucket_region(Some(""), false), Some("us-east-1"));
+        assert_eq!(bucket_region(Some("EU"), false), Some("eu-west-1"));
+        assert_eq!(bucket_region(Some("eu-west-3"), false), Some("eu-west-3"));
+        assert_eq!(bucket_region(None, true), None);
+        assert_eq!(bucket_region(Some("us-west-2"), true), Some("us-west-2"));
+        let err = S3StartError::WrongRegion {
+            bucket: "aar0".into(),
+            configured: "eu-west-3".into(),
+            actual: "eu-west-1".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "storage.s3 bucket aar0 is in region eu-west-1, not eu-west-3: set \
+             storage.s3.region: eu-west-1"
+        );
     }
 
     #[test]
