@@ -338,7 +338,7 @@ async fn signed_urls_expire_at_the_edge() {
     let aar = Aar::prepare(&s3_storage(
         &s3,
         SECRET_KEY,
-        &cloudfront_section(&edge.base_url(), &pair.private_pem, "1s"),
+        &cloudfront_section(&edge.base_url(), &pair.private_pem, "2s"),
     ))
     .start();
     let digest = aar.publisher().upload(b"short-lived", 1 << 20).await;
@@ -353,7 +353,7 @@ async fn signed_urls_expire_at_the_edge() {
         .unwrap()
         .to_owned();
     assert_eq!(plain_get(&url, &[]).await.status, StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let late = plain_get(&url, &[]).await;
     assert_eq!(late.status, StatusCode::FORBIDDEN);
     assert_eq!(late.text(), "expired");

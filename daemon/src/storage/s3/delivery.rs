@@ -114,3 +114,63 @@ impl Delivery {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CloudFrontConfig, S3Config, Secret};
+    use std::time::Instant;
+
+    /// What a redirect costs when its URL is not cached (the first request for an object
+    /// in a second), for docs/s3.md. Needs the openssl command line for a key:
+    /// `cargo test --release --lib -- --ignored --nocapture signing_cost`.
+    #[tokio::test]
+    #[ignore]
+    async fn signing_cost() {
+        let config = S3Config {
+            access_key: Some("AKIAEXAMPLE".into()),
+            secret_access_key: Some(Secret::new("secret")),
+            endpoint: Some("http://127.0.0.1:9".into()),
+            path_style: true,
+            ..S3Config::new("us-east-1", "aar0")
+        };
+        let client = super::super::client::build(&config).await;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        let made = std::process::Command::new("openssl")
+            .args(["genrsa", "-traditional", "-out"])
+            .arg(&key)
+            .arg("2048")
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let cloudfront = Delivery::cloudfront(
+            CloudFrontSigner::new(&CloudFrontConfig {
+                base_url: "d111111abcdef8.cloudfront.net".into(),
+                private_key: Secret::new(std::fs::read_to_string(&key).unwrap()),
+                keypair_id: "K1".into(),
+                duration: Duration::from_secs(60),
+            })
+            .unwrap(),
+        );
+        let presign = Delivery::presign(Duration::from_secs(300));
+        let now = SystemTime::now();
+        for (name, delivery, n) in [
+            ("presigned", &presign, 2000u32),
+            ("CloudFront", &cloudfront, 200),
+        ] {
+            let digests: Vec<Digest> = (0..n).map(|i| Digest::of(&i.to_le_bytes())).collect();
+            let start = Instant::now();
+            for digest in &digests {
+                delivery.url(&client, "aar0", digest, now).await.unwrap();
+            }
+            let cold = start.elapsed() / n;
+            let start = Instant::now();
+            for digest in &digests {
+                delivery.url(&client, "aar0", digest, now).await.unwrap();
+            }
+            let warm = start.elapsed() / n;
+            println!("{name}: {cold:?} per URL signed, {warm:?} per URL reused");
+        }
+    }
+}
