@@ -22,8 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub enum CloudFrontError {
     #[error(
         "storage.s3.cloudfront.private-key is not a readable RSA private key (value not shown): \
-         {0}; give the PEM private key of the CloudFront key pair, \"BEGIN RSA PRIVATE KEY\" \
-         (PKCS#1) or \"BEGIN PRIVATE KEY\" (PKCS#8)"
+         {0}; give the unencrypted PEM private key of the CloudFront key pair, in PKCS#1 or \
+         PKCS#8 form"
     )]
     BadKey(String),
     #[error(
