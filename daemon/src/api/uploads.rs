@@ -79,7 +79,7 @@ async fn create(
             format!("the image is {size} bytes but this registry accepts at most {limit} (http.limits.max-image-size)"),
         ));
     }
-    let upload = state.registry.storage().create_upload(digest, size).await?;
+    let upload = state.registry.create_upload(digest, size).await?;
     let status = if upload.complete {
         StatusCode::OK
     } else {

@@ -210,6 +210,11 @@ impl Storage for FsStorage {
 
     async fn create_upload(&self, digest: Digest, size: u64) -> Result<UploadState> {
         if let Some(existing) = self.blob_size(&digest).await? {
+            // The caller will not send the bytes and will publish soon: restart the
+            // garbage collector's grace period for this blob.
+            File::open(self.blob_path(&digest))
+                .and_then(|f| f.set_modified(SystemTime::now()))
+                .map_err(|e| StorageError::io(format!("refreshing blob {digest}"), e))?;
             return Ok(UploadState {
                 id: String::new(),
                 digest,

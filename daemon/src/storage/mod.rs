@@ -98,6 +98,8 @@ pub trait Storage: Send + Sync + 'static {
     /// Removes what a crash left half-done (temporary files, half-deleted trees).
     async fn recover(&self) -> Result<Cleanup>;
 
+    /// Starts an upload; when the blob already exists, answers `complete` at once and
+    /// restarts its garbage-collection grace period, since a publish will follow.
     async fn create_upload(&self, digest: Digest, size: u64) -> Result<UploadState>;
     async fn upload_state(&self, id: &str) -> Result<UploadState>;
     /// Appends `body` at `offset`. Bytes received before the body fails are kept, so the
