@@ -7,6 +7,7 @@
 
 mod direct;
 pub mod fs;
+mod mapped;
 
 use crate::digest::Digest;
 use crate::model::VersionRecord;
