@@ -251,6 +251,9 @@ class Workload:
         return self._systemctl("is-active", "--quiet", SERVICE, check=False).returncode == 0
 
     def start(self) -> None:
+        # Enabled again as well: a unit that stopped serving (filesystem storage on a
+        # non-leader) disabled it, and must come back after a reboot once it serves.
+        self._systemctl("enable", SERVICE)
         self._systemctl("start", SERVICE)
 
     def restart(self) -> None:
@@ -262,11 +265,19 @@ class Workload:
         self._systemctl("disable", SERVICE, check=False)
 
     def wait_ready(self, certificate: Path, timeout: float = 30.0) -> bool:
-        """Wait until the service runs and its certificate exists (generated at first start)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.is_running() and certificate.exists():
+        """Wait until the service runs and its certificate exists (generated at first start).
+
+        A daemon that is still not running after a second has exited (a config it cannot
+        use, say): systemd would only restart it into the same error, so the hook does not
+        wait the whole timeout for it.
+        """
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            running = self.is_running()
+            if running and certificate.exists():
                 return True
+            if not running and time.monotonic() - started > 1.0:
+                return False
             time.sleep(0.2)
         return False
 

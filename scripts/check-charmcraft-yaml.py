@@ -27,7 +27,7 @@ preprocess.add_default_parts(data)
 for merge in (preprocess.add_metadata, preprocess.add_config, preprocess.add_actions):
     merge(root, data)
 project = CharmcraftProject.unmarshal(data)
-for name, part in data["parts"].items():
+for part in data["parts"].values():
     parts.process_part_config(dict(part))
 print(
     f"charmcraft.yaml: valid {type(project).__name__} {project.name!r}, "
