@@ -356,7 +356,13 @@ class Workload:
         """
         self.paths.charm_state.mkdir(parents=True, exist_ok=True)
         if self._pro_is_attached():
-            # A new token replaces the old attachment.
+            if not self._pro_record().exists():
+                # Attached before the charm came (an Ubuntu Pro cloud image, an operator):
+                # that subscription is kept rather than replaced.
+                logger.info("the machine is already attached to Ubuntu Pro; keeping that")
+                self._record_pro(token, "")
+                return
+            # The charm attached it with a previous token: the new token replaces it.
             self._run(["pro", "detach", "--assume-yes"], check=False)
         fd, attach_config = tempfile.mkstemp(dir=self.paths.charm_state, suffix=".yaml")
         try:
@@ -381,13 +387,16 @@ class Workload:
         if result.returncode != 0:
             reason = _pro_reason(result.stdout, result.stderr)
             error = _redact(reason, token) or "the Ubuntu Pro client gave no reason"
+        self._record_pro(token, error)
+        if error:
+            raise ProAttachError(error)
+
+    def _record_pro(self, token: str, error: str) -> None:
         _write_atomically(
             self._pro_record(),
             json.dumps({"token_sha256": _token_digest(token), "error": error}).encode(),
             0o600,
         )
-        if error:
-            raise ProAttachError(error)
 
     def _pro_is_attached(self) -> bool:
         result = self._run(["pro", "status", "--format", "json"], check=False)

@@ -226,3 +226,33 @@ def test_deployment_story(unit, tmp_path):
     assert "not-a-valid-token" not in said
     pro_calls = [call for call in unit.calls() if call[0] == "pro"]
     assert any(call[1] == "attach" and "--attach-config" in call for call in pro_calls)
+
+
+def test_second_unit_with_filesystem_storage_waits_until_it_leads(unit):
+    port = free_port()
+    unit.configure(port=port, ua_token=TOKEN)
+    model = unit.load()
+    model["leader"] = False
+    unit.save(model)
+    for hook in ("install", "config-changed", "start"):
+        unit.hook(hook)
+    assert unit.status == (
+        "blocked",
+        "filesystem storage serves from one unit only (the leader); configure S3 storage to "
+        "run several (juju config aar -f config.yaml) or remove this one "
+        "(juju remove-unit aar/0)",
+    )
+    assert unit.daemon_pid() is None
+    assert unit.load()["ports"] == []
+    assert "aar" not in unit.load().get("systemd_enabled", [])
+
+    # The leader goes away and this unit is elected: it serves, enabled for reboots.
+    model = unit.load()
+    model["leader"] = True
+    unit.save(model)
+    unit.hook("leader-elected")
+    assert unit.status[0] == "active"
+    assert unit.daemon_pid() is not None
+    assert "aar" in unit.load()["systemd_enabled"]
+    unit.hook("stop")
+    assert unit.daemon_pid() is None
