@@ -237,7 +237,9 @@ class Workload:
                 os.fsync(f.fileno())
             check = self._run([str(self.paths.binary), "config", "check", tmp], check=False)
             if check.returncode != 0:
-                raise ConfigRejected(_last_line(check.stderr or check.stdout))
+                raise ConfigRejected(
+                    _last_line(check.stderr or check.stdout).removeprefix("aar: ")
+                )
             os.replace(tmp, self.paths.config_file)
         finally:
             with contextlib.suppress(FileNotFoundError):
