@@ -81,7 +81,8 @@ class AarCharm(ops.CharmBase):
         # The data directory, trust store and config stay: a new unit or a redeploy on this
         # machine picks them up again.
         self.workload.stop()
-        self._issues = [ops.MaintenanceStatus("stopped; data kept in /var/lib/aar")]
+        kept = self.workload.paths.state_directory
+        self._issues = [ops.MaintenanceStatus(f"stopped; data kept in {kept}")]
 
     def _converge(self, event: ops.EventBase | None, *, apply: bool) -> list[ops.StatusBase]:
         """Bring the machine in line with config and relations; return what is wrong.
@@ -158,12 +159,16 @@ class AarCharm(ops.CharmBase):
 
         issues += self._reconcile_trust(event, apply=apply)
 
-        if config is not None and config.ua_token:
+        # An invalid config leaves the last good one running, so whether to serve depends
+        # only on the token having been set.
+        serving = bool(str(self.config.get("ua_token") or "").strip())
+        if serving:
             issues += self._ensure_service(
                 running, restart=config_changed or binary_changed, apply=apply
             )
         if apply:
-            self.unit.set_ports(running["port"])
+            # Only a serving unit opens its port; a changed port closes the old one.
+            self.unit.set_ports(*([running["port"]] if serving else []))
             self._publish(running, event)
         return issues
 

@@ -95,7 +95,6 @@ analysis:
   - name: framework
     result: operator
 charmcraft-started-at: '$(date -u +%Y-%m-%dT%H:%M:%S.000000Z)'
-charmcraft-version: 4.5.0
 bases:
 - name: ubuntu
   channel: '22.04'

@@ -22,6 +22,7 @@ def test_install_without_token_blocks_with_the_command_to_type(ctx, fake):
     assert fake.installs == 1
     assert fake.current_config() is not None, "the config is rendered before the token"
     assert not fake.running, "the registry does not serve before the token is set"
+    assert not state.opened_ports
     assert state.workload_version == "0.1.0"
 
 
@@ -205,6 +206,7 @@ def test_invalid_storage_config_blocks_with_the_daemons_error_and_keeps_serving(
     )
     assert fake.current_config() == running, "nothing is written for an invalid document"
     assert fake.running and fake.restarts == 0 and fake.starts == starts
+    assert state.opened_ports == {testing.TCPPort(3000)}
 
 
 S3_CLOUDFRONT = """\
