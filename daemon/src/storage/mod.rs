@@ -70,6 +70,8 @@ pub fn is_disk_full(err: &io::Error) -> bool {
 /// connection (and, for the filesystem backend, a restart).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct UploadState {
+    /// Empty when the blob already existed and no upload was needed.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub id: String,
     pub digest: Digest,
     pub size: u64,
