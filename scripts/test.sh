@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Every check and test of the project: formatting, lints, unit and integration tests.
+# Every check and test of the project: formatting, lints, the daemon's unit and
+# integration tests, then the charm's (scripts/test-charm.sh: the .charm build,
+# charmcraft analyse, ruff, ops.testing unit tests, the end-to-end dispatch test).
 # Installs what a fresh Debian machine lacks (as root). The integration tests start the
 # real `aar` binary on loopback ports; the full-disk test mounts a small tmpfs and so
 # needs root (it says so and skips itself otherwise).
@@ -21,3 +23,4 @@ command -v cargo >/dev/null || { echo "scripts/test.sh: cargo is missing; instal
 cargo fmt --all --check
 cargo clippy --release --locked --all-targets -- -D warnings
 cargo test --release --locked --workspace
+scripts/test-charm.sh

@@ -11,7 +11,7 @@
 
 use crate::digest::Digest;
 use crate::model::{self, ImageRef, ManifestError, NameError, VersionRecord};
-use crate::storage::{Cleanup, Storage, StorageError};
+use crate::storage::{Cleanup, Storage, StorageError, UploadState};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, RwLock};
@@ -210,6 +210,17 @@ impl Registry {
     pub fn counts(&self) -> (usize, usize) {
         let index = self.index.read().unwrap();
         (index.len(), index.values().map(BTreeMap::len).sum())
+    }
+
+    /// Starts an upload. Serialised with garbage collection, so a blob answered as
+    /// already present cannot be collected before the publish that follows.
+    pub async fn create_upload(
+        &self,
+        digest: Digest,
+        size: u64,
+    ) -> Result<UploadState, StorageError> {
+        let _writes = self.writes.lock().await;
+        self.storage.create_upload(digest, size).await
     }
 
     pub async fn publish(

@@ -8,7 +8,7 @@ use crate::storage::{ByteStream, UploadState};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{head, post};
+use axum::routing::{get, post};
 use axum::Router;
 use futures_util::StreamExt;
 use http::header::{self, HeaderName};
@@ -23,7 +23,9 @@ const OFFSET: HeaderName = HeaderName::from_static("upload-offset");
 pub fn routes() -> Router<AppState> {
     Router::new().route("/1.0/uploads", post(create)).route(
         "/1.0/uploads/{id}",
-        head(offset).get(status).patch(append).delete(abort),
+        // HEAD is GET without the body (axum strips it): the Upload-Offset header is what a
+        // resuming publisher needs.
+        get(status).patch(append).delete(abort),
     )
 }
 
@@ -79,7 +81,7 @@ async fn create(
             format!("the image is {size} bytes but this registry accepts at most {limit} (http.limits.max-image-size)"),
         ));
     }
-    let upload = state.registry.storage().create_upload(digest, size).await?;
+    let upload = state.registry.create_upload(digest, size).await?;
     let status = if upload.complete {
         StatusCode::OK
     } else {
@@ -92,17 +94,6 @@ async fn create(
         response::sync(status, &upload, &headers),
         &upload,
     ))
-}
-
-async fn offset(
-    _: Publisher,
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let upload = state.registry.storage().upload_state(&id).await?;
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = StatusCode::NO_CONTENT;
-    Ok(with_location(response, &upload))
 }
 
 async fn status(

@@ -74,9 +74,17 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 
 fn init_tracing(level: &str) {
     use std::io::IsTerminal;
+    // rustls warns once per connection about things any client controls (an IP address
+    // sent as SNI, say), which would let anyone flood the log; keep only its errors
+    // unless the operator asked for rustls by name.
+    let level = if level.contains("rustls") {
+        level.to_string()
+    } else {
+        format!("{level},rustls=error")
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("AAR_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

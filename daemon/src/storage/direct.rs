@@ -171,16 +171,21 @@ impl DirectAppender {
             .as_ref()
             .expect("open until finish")
             .send((full, self.pos))
-            .map_err(|_| io::Error::other("upload writer thread stopped"))?;
+            .map_err(|_| self.io_failure())?;
         self.pos += len;
         Ok(())
     }
 
+    /// The error that stopped the I/O thread (it reports it before exiting).
+    fn io_failure(&self) -> io::Error {
+        self.from_io
+            .try_iter()
+            .find_map(Result::err)
+            .unwrap_or_else(|| io::Error::other("upload writer thread stopped"))
+    }
+
     fn collect(&mut self) -> io::Result<AlignedBuf> {
-        let mut buf = self
-            .from_io
-            .recv()
-            .map_err(|_| io::Error::other("upload writer thread stopped"))??;
+        let mut buf = self.from_io.recv().map_err(|_| self.io_failure())??;
         buf.len = 0;
         Ok(buf)
     }

@@ -7,6 +7,7 @@
 
 mod direct;
 pub mod fs;
+mod mapped;
 pub mod s3;
 
 use crate::digest::Digest;
@@ -70,6 +71,8 @@ pub fn is_disk_full(err: &io::Error) -> bool {
 /// connection (and, for the filesystem backend, a restart).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct UploadState {
+    /// Empty when the blob already existed and no upload was needed.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub id: String,
     pub digest: Digest,
     pub size: u64,
@@ -105,6 +108,8 @@ pub trait Storage: Send + Sync + 'static {
     /// Removes what a crash left half-done (temporary files, half-deleted trees).
     async fn recover(&self) -> Result<Cleanup>;
 
+    /// Starts an upload; when the blob already exists, answers `complete` at once and
+    /// restarts its garbage-collection grace period, since a publish will follow.
     async fn create_upload(&self, digest: Digest, size: u64) -> Result<UploadState>;
     async fn upload_state(&self, id: &str) -> Result<UploadState>;
     /// Appends `body` at `offset`. Bytes received before the body fails are kept, so the

@@ -1,7 +1,7 @@
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,6 @@ use super::{Role, TrustError};
 
 pub(crate) const TRUST_FILE: &str = "trust.json";
 const LOCK_FILE: &str = "trust.lock";
-const TEMP_FILE: &str = "trust.json.tmp";
 const MIN_PREFIX: usize = 4;
 const FINGERPRINT_LEN: usize = 64;
 
@@ -379,40 +378,16 @@ impl TrustStore {
     /// new one, never a partial write, and the rename gives the new version a new inode,
     /// which is how [`super::TrustCache`] tells versions apart.
     fn write(&self, file: &TrustFile) -> Result<(), TrustError> {
-        let temp = self.dir.join(TEMP_FILE);
-        let io_err = |action: &'static str, path: &Path| {
-            let path = path.to_owned();
-            move |error| TrustError::Io {
-                action,
-                path,
-                error,
-            }
-        };
         let mut json = serde_json::to_vec_pretty(file).expect("trust file serializes");
         json.push(b'\n');
-
-        // The lock is held, so the fixed temporary name cannot clash; a leftover from a
-        // crashed writer is truncated.
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)
-            .map_err(io_err("create", &temp))?;
-        // `mode` only applies to new files; a leftover may have looser permissions.
-        out.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(io_err("set permissions on", &temp))?;
-        out.write_all(&json).map_err(io_err("write", &temp))?;
-        out.sync_all().map_err(io_err("sync", &temp))?;
-        drop(out);
-
         let path = self.path();
-        fs::rename(&temp, &path).map_err(io_err("replace", &path))?;
-        File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io_err("sync", &self.dir))?;
-        Ok(())
+        crate::fsutil::write_atomic(&path, &json, 0o600, crate::fsutil::Replace::Overwrite).map_err(
+            |error| TrustError::Io {
+                action: "replace",
+                path,
+                error,
+            },
+        )
     }
 }
 
@@ -500,7 +475,10 @@ mod tests {
         assert_eq!(listed.trusted.len(), 1);
         assert_eq!(listed.trusted[0].role, Role::Publisher);
         assert_eq!(listed.trusted[0].origin, "relation");
-        assert!(!dir.path().join("state").join(TEMP_FILE).exists());
+        assert_eq!(
+            crate::fsutil::remove_temp_files(&dir.path().join("state")).unwrap(),
+            0
+        );
     }
 
     #[test]
