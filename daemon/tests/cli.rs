@@ -89,8 +89,23 @@ fn config_check_accepts_good_files() {
     let out = config_check("state-directory: /tmp/aar-test-minimal\n");
     assert_eq!(out.status.code(), Some(0), "{}", out_text(&out));
 
-    // The documented S3 form with CloudFront and Go-style durations.
-    let out = config_check(
+    // The documented S3 form with CloudFront and Go-style durations. `config check` parses
+    // the CloudFront key, so it must be a real RSA key.
+    let key_dir = tempfile::tempdir().unwrap();
+    let key_path = key_dir.path().join("cloudfront.pem");
+    let made = Command::new("openssl")
+        .args(["genrsa", "-traditional", "-out"])
+        .arg(&key_path)
+        .arg("2048")
+        .output()
+        .expect("the openssl command line");
+    assert!(made.status.success(), "{}", out_text(&made));
+    let key: String = std::fs::read_to_string(&key_path)
+        .unwrap()
+        .lines()
+        .map(|line| format!("        {line}\n"))
+        .collect();
+    let out = config_check(&format!(
         r#"http:
   addr: 0.0.0.0:3000
   shutdown-timeout: 1m30s
@@ -105,13 +120,10 @@ storage:
     cloudfront:
       base-url: d1dfsdfjmcefekdotjm.cloudfront.net
       private-key: |
-        -----BEGIN RSA PRIVATE KEY-----
-        MIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu
-        -----END RSA PRIVATE KEY-----
-      keypair-id: ADF443JOEF3423JF
+{key}      keypair-id: ADF443JOEF3423JF
       duration: 1m
-"#,
-    );
+"#
+    ));
     assert_eq!(out.status.code(), Some(0), "{}", out_text(&out));
 }
 
