@@ -118,13 +118,7 @@ impl Registry {
 
     /// Rebuilds the index from storage (the source of truth).
     pub async fn reload(&self) -> Result<(), StorageError> {
-        let mut index: BTreeMap<String, BTreeMap<u32, Arc<VersionRecord>>> = BTreeMap::new();
-        for record in self.storage.load_versions().await? {
-            index
-                .entry(record.application.clone())
-                .or_default()
-                .insert(record.version, Arc::new(record));
-        }
+        let index = self.read_index().await?;
         let versions: usize = index.values().map(BTreeMap::len).sum();
         tracing::info!(
             applications = index.len(),
@@ -140,13 +134,7 @@ impl Registry {
     /// daemon is never lost between the listing and the swap; logs only changes.
     pub async fn refresh(&self) -> Result<(), StorageError> {
         let _writes = self.writes.lock().await;
-        let mut index: BTreeMap<String, BTreeMap<u32, Arc<VersionRecord>>> = BTreeMap::new();
-        for record in self.storage.load_versions().await? {
-            index
-                .entry(record.application.clone())
-                .or_default()
-                .insert(record.version, Arc::new(record));
-        }
+        let index = self.read_index().await?;
         let mut current = self.index.write().unwrap();
         let before: usize = current.values().map(BTreeMap::len).sum();
         let after: usize = index.values().map(BTreeMap::len).sum();
@@ -159,6 +147,19 @@ impl Registry {
         }
         *current = index;
         Ok(())
+    }
+
+    async fn read_index(
+        &self,
+    ) -> Result<BTreeMap<String, BTreeMap<u32, Arc<VersionRecord>>>, StorageError> {
+        let mut index: BTreeMap<String, BTreeMap<u32, Arc<VersionRecord>>> = BTreeMap::new();
+        for record in self.storage.load_versions().await? {
+            index
+                .entry(record.application.clone())
+                .or_default()
+                .insert(record.version, Arc::new(record));
+        }
+        Ok(index)
     }
 
     pub fn storage(&self) -> &Arc<dyn Storage> {
