@@ -3,7 +3,8 @@
 # machine, over TLS 1.3 on 127.0.0.1 with client certificates. See bench/s3/README.md.
 #
 #   bench/s3/run.sh [--aar PATH] [--size BYTES] [--peer-size BYTES] [--duration S]
-#                   [--only both|aar|peer] [--helpers DIR] [--output FILE] [--keep-workdir]
+#                   [--quiet-wait S] [--only both|aar|peer] [--helpers DIR]
+#                   [--output FILE] [--keep-workdir]
 #
 # Needs root the first time (apt: docker-registry wrk curl openssl gcc python3-venv) and
 # crates.io / PyPI once: the S3 test server (s3s-fs 0.14.1) is built with `cargo install`
@@ -20,7 +21,7 @@ args=()
 for a in "$@"; do
     case "$a" in
         --keep-workdir) keep=1 ;;
-        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) args+=("$a") ;;
     esac
 done
