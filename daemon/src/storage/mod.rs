@@ -7,7 +7,6 @@
 
 mod direct;
 pub mod fs;
-mod mapped;
 pub mod s3;
 
 use crate::digest::Digest;
