@@ -9,9 +9,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-# Debian packages the tests call (mount/umount for the full-disk test).
+# Debian packages the tests call: mount/umount for the full-disk test, the openssl
+# command line as the independent verifier of CloudFront signatures and to make RSA keys.
 missing=()
-for pkg in mount; do
+for pkg in mount openssl; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ]; then
