@@ -228,23 +228,10 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// PEM encoding of a DER certificate, 64 characters a line as RFC 7468 asks.
 pub(crate) fn to_pem(der: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b64 = String::with_capacity(der.len().div_ceil(3) * 4);
-    for chunk in der.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                b64.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 0x3f) as usize]));
-            } else {
-                b64.push('=');
-            }
-        }
-    }
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
     let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
+    for line in body.as_bytes().chunks(64) {
         pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
         pem.push('\n');
     }

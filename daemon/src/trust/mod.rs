@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use cache::{Access, TrustCache};
+pub(crate) use cert::to_pem;
 pub use cert::{parse_certificate, parse_certificate_from, CertificateInfo};
 pub use error::TrustError;
 pub(crate) use store::preemptive_target;

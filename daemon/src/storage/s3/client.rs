@@ -120,7 +120,7 @@ pub fn usable_certificates(path: &Path) -> Result<Vec<u8>, String> {
             skipped += 1;
             continue;
         }
-        out.extend_from_slice(pem_encode(&der).as_bytes());
+        out.extend_from_slice(crate::trust::to_pem(&der).as_bytes());
     }
     if out.is_empty() {
         return Err(format!(
@@ -136,18 +136,6 @@ pub fn usable_certificates(path: &Path) -> Result<Vec<u8>, String> {
         tracing::debug!(path = %path.display(), skipped, "AWS_CA_BUNDLE entries skipped");
     }
     Ok(out)
-}
-
-fn pem_encode(der: &[u8]) -> String {
-    use base64::Engine as _;
-    let body = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in body.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        pem.push('\n');
-    }
-    pem.push_str("-----END CERTIFICATE-----\n");
-    pem
 }
 
 #[cfg(test)]
