@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod digest;
 pub mod fsutil;
+pub mod manifest;
 pub mod model;
 pub mod registry;
 pub mod server;
