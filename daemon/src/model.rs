@@ -21,6 +21,25 @@ pub struct VersionRecord {
     pub boot_package: Option<String>,
     pub images: BTreeMap<String, ImageRef>,
     pub created_at: String,
+    /// Whether the image is a virtual-machine image; the publisher says so in the publish
+    /// request, as the manifest does not. Records written before it existed are containers.
+    #[serde(default)]
+    pub vm: bool,
+    /// What AMS reads of each version, taken from the manifest at publish. `None` in
+    /// records written before it existed; the registry fills it from the manifest at load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<VersionSettings>,
+}
+
+/// The per-version facts of the manifest that AMS imports with a version (its
+/// `RegistryApplicationVersion`), kept apart so that reads never parse YAML.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionSettings {
+    pub boot_activity: String,
+    pub features: Vec<String>,
+    pub hooks_timeout: String,
+    pub bootstrap_keep: Vec<String>,
+    pub video_encoder: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,45 +106,6 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-/// The fields of an AMS application manifest the registry indexes; everything else in
-/// the manifest is kept verbatim but not interpreted.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ManifestFields {
-    pub name: String,
-    #[serde(default)]
-    pub tags: Vec<String>,
-    #[serde(default, rename = "instance-type")]
-    pub instance_type: Option<String>,
-    #[serde(default, rename = "boot-package")]
-    pub boot_package: Option<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ManifestError {
-    #[error("manifest is not valid YAML or lacks a required field: {0}")]
-    Yaml(String),
-    #[error("manifest names the application {found:?} but it is being published as {expected:?}; make them match")]
-    NameMismatch { found: String, expected: String },
-    #[error("manifest tag {0:?} is invalid: tags must be non-empty, at most 64 characters, without commas or control characters")]
-    BadTag(String),
-}
-
-pub fn parse_manifest(text: &str) -> Result<ManifestFields, ManifestError> {
-    let fields: ManifestFields =
-        serde_yaml_ng::from_str(text).map_err(|e| ManifestError::Yaml(e.to_string()))?;
-    for tag in &fields.tags {
-        // A comma would make the tag unreachable through the comma-separated filter.
-        if tag.is_empty()
-            || tag.len() > 64
-            || tag.contains(',')
-            || tag.chars().any(char::is_control)
-        {
-            return Err(ManifestError::BadTag(tag.chars().take(70).collect()));
-        }
-    }
-    Ok(fields)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,25 +127,5 @@ mod tests {
         assert!(err("..").contains("must not contain \"..\""));
         assert!(err(".hidden").contains("must start with a letter or a digit"));
         assert!(err(&"x".repeat(65)).contains("65 characters long; the limit is 64"));
-    }
-
-    #[test]
-    fn manifest_fields_are_extracted_and_extra_keys_kept_aside() {
-        let m = parse_manifest(
-            "name: candy\ninstance-type: a4.3\nboot-package: com.candy\ntags: [game, kids]\nresources: {cpus: 2}\n",
-        )
-        .unwrap();
-        assert_eq!(m.name, "candy");
-        assert_eq!(m.tags, ["game", "kids"]);
-        assert_eq!(m.instance_type.as_deref(), Some("a4.3"));
-        assert_eq!(m.boot_package.as_deref(), Some("com.candy"));
-        assert!(parse_manifest("name: [unclosed")
-            .unwrap_err()
-            .to_string()
-            .contains("line 1"));
-        assert!(parse_manifest("tags: [a]")
-            .unwrap_err()
-            .to_string()
-            .contains("missing field `name`"));
     }
 }

@@ -10,9 +10,9 @@
 //! version is about to reference" a matter of holding that lock.
 
 use crate::digest::Digest;
-use crate::model::{self, ImageRef, ManifestError, NameError, VersionRecord};
+use crate::manifest::{self, ManifestError};
+use crate::model::{self, ImageRef, NameError, VersionRecord};
 use crate::storage::{Cleanup, Storage, StorageError, UploadState};
-use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -46,49 +46,35 @@ pub struct PublishRequest {
     pub version: Option<u32>,
     pub manifest: String,
     pub images: BTreeMap<String, Digest>,
+    /// Whether the images are virtual-machine images; the manifest does not say.
+    #[serde(default)]
+    pub vm: bool,
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct ApplicationView {
+/// An application as the index holds it: every version, oldest first, never none.
+#[derive(Debug, Clone)]
+pub struct Application {
     pub name: String,
-    pub tags: Vec<String>,
-    pub instance_type: Option<String>,
-    pub boot_package: Option<String>,
-    pub architectures: Vec<String>,
-    pub latest_version: u32,
-    pub versions: Vec<u32>,
-    pub updated_at: String,
+    pub versions: Vec<Arc<VersionRecord>>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct VersionView<'a> {
-    #[serde(flatten)]
-    pub record: &'a VersionRecord,
-    pub architectures: Vec<&'a str>,
-}
-
-impl<'a> From<&'a VersionRecord> for VersionView<'a> {
-    fn from(record: &'a VersionRecord) -> Self {
-        VersionView {
-            record,
-            architectures: record.images.keys().map(String::as_str).collect(),
+impl Application {
+    fn from_index(name: &str, versions: &BTreeMap<u32, Arc<VersionRecord>>) -> Option<Self> {
+        if versions.is_empty() {
+            return None;
         }
+        Some(Application {
+            name: name.to_string(),
+            versions: versions.values().cloned().collect(),
+        })
     }
-}
 
-fn view(name: &str, versions: &BTreeMap<u32, Arc<VersionRecord>>) -> Option<ApplicationView> {
-    // The latest version speaks for the application: AMS imports it.
-    let latest = versions.values().next_back()?;
-    Some(ApplicationView {
-        name: name.to_string(),
-        tags: latest.tags.clone(),
-        instance_type: latest.instance_type.clone(),
-        boot_package: latest.boot_package.clone(),
-        architectures: latest.images.keys().cloned().collect(),
-        latest_version: latest.version,
-        versions: versions.keys().copied().collect(),
-        updated_at: latest.created_at.clone(),
-    })
+    /// The latest version speaks for the application: AMS imports it.
+    pub fn latest(&self) -> &VersionRecord {
+        self.versions
+            .last()
+            .expect("an indexed application has a version")
+    }
 }
 
 /// Splits an AMS `registry.filter` value: comma-separated tags, blanks ignored.
@@ -98,6 +84,24 @@ pub fn parse_tag_filter(filter: &str) -> Vec<&str> {
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .collect()
+}
+
+/// The settings of a record written before records carried them, read from its manifest.
+/// A manifest the current parser refuses (it was accepted by an older, laxer one) still
+/// serves its version, with empty settings, rather than hiding it.
+fn settings_of_legacy(record: &VersionRecord) -> model::VersionSettings {
+    match manifest::parse(&record.manifest) {
+        Ok(manifest) => manifest.settings(),
+        Err(err) => {
+            tracing::warn!(
+                application = record.application,
+                version = record.version,
+                error = %err,
+                "stored manifest no longer parses; its version is served with empty settings"
+            );
+            model::VersionSettings::default()
+        }
+    }
 }
 
 impl Registry {
@@ -153,7 +157,10 @@ impl Registry {
         &self,
     ) -> Result<BTreeMap<String, BTreeMap<u32, Arc<VersionRecord>>>, StorageError> {
         let mut index: BTreeMap<String, BTreeMap<u32, Arc<VersionRecord>>> = BTreeMap::new();
-        for record in self.storage.load_versions().await? {
+        for mut record in self.storage.load_versions().await? {
+            if record.settings.is_none() {
+                record.settings = Some(settings_of_legacy(&record));
+            }
             index
                 .entry(record.application.clone())
                 .or_default()
@@ -167,26 +174,31 @@ impl Registry {
     }
 
     /// Applications carrying every tag of `tags` (all of them when `tags` is empty).
-    pub fn list(&self, tags: &[&str]) -> Vec<ApplicationView> {
+    pub fn list(&self, tags: &[&str]) -> Vec<Application> {
         let index = self.index.read().unwrap();
         index
             .iter()
-            .filter_map(|(name, versions)| view(name, versions))
-            .filter(|app| tags.iter().all(|t| app.tags.iter().any(|have| have == t)))
+            .filter(|(_, versions)| {
+                versions.values().next_back().is_some_and(|latest| {
+                    tags.iter()
+                        .all(|t| latest.tags.iter().any(|have| have == t))
+                })
+            })
+            .filter_map(|(name, versions)| Application::from_index(name, versions))
             .collect()
     }
 
-    pub fn application(&self, name: &str) -> Result<ApplicationView, RegistryError> {
+    pub fn application(&self, name: &str) -> Result<Application, RegistryError> {
         model::validate_name("application name", name)?;
         let index = self.index.read().unwrap();
         index
             .get(name)
-            .and_then(|versions| view(name, versions))
+            .and_then(|versions| Application::from_index(name, versions))
             .ok_or_else(|| RegistryError::NotFound(format!("application {name:?}")))
     }
 
     pub fn version(&self, name: &str, version: u32) -> Result<Arc<VersionRecord>, RegistryError> {
-        self.application(name)?;
+        model::validate_name("application name", name)?;
         let index = self.index.read().unwrap();
         index
             .get(name)
@@ -230,23 +242,36 @@ impl Registry {
         request: PublishRequest,
     ) -> Result<Arc<VersionRecord>, RegistryError> {
         model::validate_name("application name", name)?;
-        let manifest = model::parse_manifest(&request.manifest)?;
-        if manifest.name != name {
+        let PublishRequest {
+            version,
+            manifest: text,
+            images: requested,
+            vm,
+        } = request;
+        // Off the async workers: a manifest may be up to max-metadata-size of YAML.
+        let (manifest, text) = tokio::task::spawn_blocking(move || {
+            let parsed = manifest::parse(&text);
+            (parsed, text)
+        })
+        .await
+        .expect("manifest parsing does not panic");
+        let manifest = manifest?;
+        if *manifest.name != *name {
             return Err(ManifestError::NameMismatch {
-                found: manifest.name,
+                found: manifest.name.to_string(),
                 expected: name.to_string(),
             }
             .into());
         }
-        if request.images.is_empty() {
+        if requested.is_empty() {
             return Err(RegistryError::BadRequest(
                 "a version needs at least one image: set images to {\"<arch>\": \"sha256:<digest of an uploaded image>\"}".into(),
             ));
         }
-        for arch in request.images.keys() {
+        for arch in requested.keys() {
             model::validate_name("architecture", arch)?;
         }
-        if request.version == Some(0) {
+        if version == Some(0) {
             return Err(RegistryError::BadRequest(
                 "version numbers start at 1".into(),
             ));
@@ -254,7 +279,7 @@ impl Registry {
 
         let _writes = self.writes.lock().await;
         let mut images = BTreeMap::new();
-        for (arch, digest) in request.images {
+        for (arch, digest) in requested {
             let size = self.storage.blob_size(&digest).await?.ok_or_else(|| {
                 RegistryError::BadRequest(format!(
                     "image {digest} for {arch} has not been uploaded; upload it with POST /1.0/uploads first"
@@ -262,7 +287,7 @@ impl Registry {
             })?;
             images.insert(arch, ImageRef { digest, size });
         }
-        let version = match request.version {
+        let version = match version {
             Some(v) => v,
             None => {
                 let index = self.index.read().unwrap();
@@ -277,12 +302,14 @@ impl Registry {
         let record = VersionRecord {
             application: name.to_string(),
             version,
-            manifest: request.manifest,
-            tags: manifest.tags,
-            instance_type: manifest.instance_type,
-            boot_package: manifest.boot_package,
+            manifest: text,
+            tags: manifest.tags(),
+            instance_type: manifest.instance_type(),
+            boot_package: manifest.boot_package(),
             images,
             created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            vm,
+            settings: Some(manifest.settings()),
         };
         match self.storage.put_version(&record).await {
             Ok(()) => {}

@@ -64,7 +64,7 @@ async fn list_filters_by_every_listed_tag() {
     arches.sort();
     assert_eq!(arches, ["amd64", "arm64"], "{bravo}");
     assert_eq!(bravo["latest_version"], 1, "{bravo}");
-    assert_eq!(bravo["versions"], json!([1]), "{bravo}");
+    assert_eq!(version_numbers(&bravo), [1], "{bravo}");
     assert!(
         bravo["updated_at"]
             .as_str()
@@ -125,7 +125,7 @@ async fn publish_show_application_and_version() {
     assert_eq!(s, 200);
     let a = &a["metadata"];
     assert_eq!(a["name"], "game-app");
-    assert_eq!(a["versions"], json!([1, 2]), "{a}");
+    assert_eq!(version_numbers(&a), [1, 2], "{a}");
     assert_eq!(a["latest_version"], 2, "{a}");
     // The application shows its latest version's manifest data.
     assert_eq!(a["tags"], json!(["games"]), "{a}");
@@ -203,7 +203,7 @@ async fn publish_refuses_conflicts_and_bad_manifests() {
 
     // Nothing of the above became visible.
     let (_, a) = p.get_json("/1.0/applications/immutable").await;
-    assert_eq!(a["metadata"]["versions"], json!([1]));
+    assert_eq!(version_numbers(&a["metadata"]), [1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,7 +380,7 @@ async fn delete_a_version_then_the_application() {
         .await
         .expect(404);
     let (_, a) = p.get_json("/1.0/applications/short-lived").await;
-    assert_eq!(a["metadata"]["versions"], json!([2]));
+    assert_eq!(version_numbers(&a["metadata"]), [2]);
     assert_eq!(a["metadata"]["latest_version"], 2);
     p.delete("/1.0/applications/short-lived/versions/1")
         .await
@@ -470,7 +470,7 @@ async fn concurrent_publishes_of_one_version_and_version_numbers() {
     got.sort();
     assert_eq!(got, [6, 7, 8, 9], "next free numbers, no duplicates");
     let (_, app) = p.get_json("/1.0/applications/race").await;
-    assert_eq!(app["metadata"]["versions"], json!([1, 5, 6, 7, 8, 9]));
+    assert_eq!(version_numbers(&app["metadata"]), [1, 5, 6, 7, 8, 9]);
     assert_eq!(app["metadata"]["latest_version"], 9);
 
     // The largest version number.
@@ -600,4 +600,185 @@ async fn odd_requests_get_enveloped_client_errors() {
             "{path}"
         );
     }
+}
+
+/// A manifest with every per-version key AMS imports.
+const FULL_MANIFEST: &str = "\
+name: full
+version: \"1.2.3\"
+instance-type: g4.3
+boot-package: com.example.full
+boot-activity: com.example.full/.Main
+video-encoder: gpu-preferred
+features: [enable_virtual_keyboard, disable_watchdog]
+hooks:
+  timeout: 10m
+bootstrap:
+  keep: [app/lib, data]
+tags: [games]
+watchdog:
+  disabled: false
+  allowed-packages: [com.android.settings]
+services:
+  - name: adb
+    port: 5555
+    protocols: [tcp]
+    expose: false
+resources:
+  cpus: 4
+  memory: 4GB
+future-key: {kept: verbatim}
+";
+
+fn assert_json_type(object: &Value, key: &str, want: &str) {
+    let value = &object[key];
+    let got = match value {
+        Value::String(_) => "string",
+        Value::Array(items) => {
+            assert!(items.iter().all(Value::is_string), "{key}: {object}");
+            "[string]"
+        }
+        Value::Bool(_) => "bool",
+        Value::Object(_) => "object",
+        Value::Number(_) => "number",
+        Value::Null => "null",
+    };
+    assert_eq!(got, want, "field {key} of {object}");
+}
+
+/// The fields and JSON types of AMS's `RegistryApplication` and `RegistryApplicationVersion`
+/// (ams-sdk api/ams/registry.go); the Go test in tests/ams-contract decodes them for real.
+fn assert_ams_shape(app: &Value) {
+    for (key, want) in [
+        ("name", "string"),
+        ("architectures", "[string]"),
+        ("boot_package", "string"),
+        ("instance_type", "string"),
+        ("tags", "[string]"),
+        ("versions", "object"),
+        ("vm", "bool"),
+    ] {
+        assert_json_type(app, key, want);
+    }
+    for (number, version) in app["versions"].as_object().unwrap() {
+        assert!(number.parse::<u32>().is_ok(), "version key {number:?}");
+        for (key, want) in [
+            ("boot_activity", "string"),
+            ("features", "[string]"),
+            ("hooks", "object"),
+            ("bootstrap", "object"),
+            ("video_encoder", "string"),
+        ] {
+            assert_json_type(version, key, want);
+        }
+        assert_json_type(&version["hooks"], "timeout", "string");
+        assert_json_type(&version["bootstrap"], "keep", "[string]");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_follows_the_ams_registry_contract() {
+    let d = Daemon::start("");
+    let p = d.publisher();
+    let image = p.upload(b"full image").await;
+    let body = json!({"manifest": FULL_MANIFEST, "images": {"amd64": image}, "vm": true});
+    p.req_with(
+        Method::POST,
+        "/1.0/applications/full/versions",
+        &[("content-type", "application/json")],
+        full_body(body.to_string()),
+    )
+    .await
+    .expect(201);
+    // An application whose manifest has none of the optional keys: zeros, never null.
+    p.publish_simple("bare", Some(3), &[], &["arm64"]).await;
+
+    let c = d.reader();
+    let (_, list) = c.get_json("/1.0/applications").await;
+    let apps = list["metadata"].as_array().unwrap();
+    assert_eq!(apps.len(), 2, "{list}");
+    for app in apps {
+        assert_ams_shape(app);
+    }
+    let (_, full) = c.get_json("/1.0/applications/full").await;
+    let full = &full["metadata"];
+    assert_ams_shape(full);
+    assert_eq!(full["vm"], true, "{full}");
+    assert_eq!(full["instance_type"], "g4.3");
+    assert_eq!(full["boot_package"], "com.example.full");
+    assert_eq!(full["architectures"], json!(["amd64"]));
+    let v1 = &full["versions"]["1"];
+    assert_eq!(v1["boot_activity"], "com.example.full/.Main", "{v1}");
+    assert_eq!(v1["video_encoder"], "gpu-preferred");
+    assert_eq!(
+        v1["features"],
+        json!(["enable_virtual_keyboard", "disable_watchdog"])
+    );
+    assert_eq!(v1["hooks"], json!({"timeout": "10m"}));
+    assert_eq!(v1["bootstrap"], json!({"keep": ["app/lib", "data"]}));
+    assert_eq!(v1["images"]["amd64"]["digest"], image.as_str(), "{v1}");
+
+    let (_, bare) = c.get_json("/1.0/applications/bare").await;
+    let bare = &bare["metadata"];
+    assert_eq!(bare["vm"], false, "{bare}");
+    assert_eq!(
+        bare["versions"],
+        json!({"3": {
+            "boot_activity": "", "features": [], "hooks": {"timeout": ""},
+            "bootstrap": {"keep": []}, "video_encoder": "",
+            "images": bare["versions"]["3"]["images"].clone(),
+            "published_at": bare["versions"]["3"]["published_at"].clone(),
+        }}),
+        "{bare}"
+    );
+
+    // The version object carries the same per-version fields at its top level.
+    let (_, v) = c.get_json("/1.0/applications/full/versions/1").await;
+    let v = &v["metadata"];
+    assert_eq!(v["boot_activity"], "com.example.full/.Main", "{v}");
+    assert_eq!(v["hooks"]["timeout"], "10m");
+    assert_eq!(v["bootstrap"]["keep"], json!(["app/lib", "data"]));
+    assert_eq!(v["vm"], true);
+    assert_eq!(
+        v["manifest"], FULL_MANIFEST,
+        "kept verbatim, unknown keys too"
+    );
+    let (_, v) = c.get_json("/1.0/applications/bare/versions/3").await;
+    assert_eq!(v["metadata"]["features"], json!([]), "{v}");
+    assert_eq!(v["metadata"]["video_encoder"], "", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_type_errors_name_the_key_and_line() {
+    let d = Daemon::start("");
+    let p = d.publisher();
+    let image = p.upload(b"typed image").await;
+    for (manifest, needles) in [
+        (
+            "name: typed\nhooks:\n  timeout: [1, 2]\n",
+            &["`hooks.timeout`", "line 3", "expected a string"][..],
+        ),
+        (
+            "name: typed\nfeatures: on\n",
+            &["`features`", "line 2", "expected a list"][..],
+        ),
+        (
+            "name: typed\nversion: \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"\n",
+            &["`version`", "50"][..],
+        ),
+        (
+            "name: typed\nservices:\n  - name: web\n    port: http\n",
+            &["`services[0].port`", "line 4", "number"][..],
+        ),
+    ] {
+        let e = p
+            .publish("typed", Some(1), manifest, &[("amd64", &image)])
+            .await
+            .expect_error(400);
+        for needle in needles {
+            assert!(e.contains(needle), "{manifest:?}: {e:?} lacks {needle:?}");
+        }
+    }
+    // Nothing was published by the refused attempts.
+    p.get("/1.0/applications/typed").await.expect_error(404);
 }

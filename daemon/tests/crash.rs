@@ -19,12 +19,7 @@ async fn check_consistent(d: &Daemon) -> Vec<(String, Vec<u64>)> {
     let mut out = Vec::new();
     for app in list["metadata"].as_array().unwrap() {
         let name = app["name"].as_str().unwrap().to_string();
-        let versions: Vec<u64> = app["versions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap())
-            .collect();
+        let versions = version_numbers(app);
         assert!(
             !versions.is_empty(),
             "application without versions listed: {app}"

@@ -144,6 +144,8 @@ async fn start_up_finishes_interrupted_deletes_and_drops_unreadable_records() {
             boot_package: None,
             images: BTreeMap::from([("amd64".to_owned(), ImageRef { digest, size: 1 })]),
             created_at: "2026-01-01T00:00:00Z".into(),
+            vm: false,
+            settings: None,
         })
         .await
         .unwrap();

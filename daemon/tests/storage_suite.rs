@@ -7,7 +7,7 @@ mod s3_support;
 
 use aar::config::{S3Config, Secret};
 use aar::digest::Digest;
-use aar::model::{ImageRef, VersionRecord};
+use aar::model::{ImageRef, VersionRecord, VersionSettings};
 use aar::storage::fs::FsStorage;
 use aar::storage::s3::{S3Storage, SharedS3};
 use aar::storage::{BlobBody, ByteStream, Storage, StorageError};
@@ -115,6 +115,15 @@ fn record(app: &str, version: u32, digest: Digest, size: u64) -> VersionRecord {
         boot_package: None,
         images: BTreeMap::from([("amd64".to_owned(), ImageRef { digest, size })]),
         created_at: "2026-01-01T00:00:00Z".into(),
+        // Both new fields set, so that the round trip through each backend covers them.
+        vm: true,
+        settings: Some(VersionSettings {
+            boot_activity: "com.suite/.Main".into(),
+            features: vec!["enable_virtual_keyboard".into()],
+            hooks_timeout: "5m".into(),
+            bootstrap_keep: vec!["app/lib".into()],
+            video_encoder: "gpu-preferred".into(),
+        }),
     }
 }
 

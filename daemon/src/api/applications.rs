@@ -2,8 +2,9 @@
 
 use super::identity::{Publisher, Reader};
 use super::response::{self, ApiError};
+use super::wire::{self, ApplicationBody, VersionBody};
 use super::{parse_version, AppState};
-use crate::registry::{parse_tag_filter, PublishRequest, VersionView};
+use crate::registry::{parse_tag_filter, PublishRequest};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -40,7 +41,8 @@ async fn list(
     headers: HeaderMap,
 ) -> Response {
     let tags = q.tags.as_deref().map(parse_tag_filter).unwrap_or_default();
-    response::sync(StatusCode::OK, &state.registry.list(&tags), &headers)
+    let apps = state.registry.list(&tags);
+    response::sync(StatusCode::OK, &wire::applications(&apps), &headers)
 }
 
 async fn show(
@@ -49,9 +51,10 @@ async fn show(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let app = state.registry.application(&name)?;
     Ok(response::sync(
         StatusCode::OK,
-        &state.registry.application(&name)?,
+        &ApplicationBody::from(&app),
         &headers,
     ))
 }
@@ -65,7 +68,7 @@ async fn show_version(
     let record = state.registry.version(&name, parse_version(&version)?)?;
     Ok(response::sync(
         StatusCode::OK,
-        &VersionView::from(&*record),
+        &VersionBody::from(&*record),
         &headers,
     ))
 }
@@ -114,11 +117,11 @@ async fn publish(
     };
     let request: PublishRequest = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!(
-            "invalid publish request: {e}; expected JSON {{\"version\": N (optional), \"manifest\": \"<manifest YAML>\", \"images\": {{\"<arch>\": \"sha256:<hex>\"}}}}"
+            "invalid publish request: {e}; expected JSON {{\"version\": N (optional), \"manifest\": \"<manifest YAML>\", \"images\": {{\"<arch>\": \"sha256:<hex>\"}}, \"vm\": false (optional)}}"
         ))
     })?;
     let record = state.registry.publish(&name, request).await?;
-    let mut response = response::sync(StatusCode::CREATED, &VersionView::from(&*record), &headers);
+    let mut response = response::sync(StatusCode::CREATED, &VersionBody::from(&*record), &headers);
     if let Ok(location) = format!("/1.0/applications/{name}/versions/{}", record.version).parse() {
         response.headers_mut().insert(header::LOCATION, location);
     }

@@ -7,6 +7,7 @@ pub mod identity;
 mod images;
 pub mod response;
 mod uploads;
+mod wire;
 
 use crate::config::Limits;
 use crate::registry::Registry;

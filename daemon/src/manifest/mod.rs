@@ -15,6 +15,7 @@ mod scalar;
 pub use depth::MAX_DEPTH;
 pub use error::ManifestError;
 
+use crate::model::VersionSettings;
 use scalar::Text;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -208,6 +209,17 @@ impl Manifest {
             .as_ref()
             .map(|b| texts(&b.keep))
             .unwrap_or_default()
+    }
+
+    /// What AMS imports with each version, absent keys as empty values.
+    pub fn settings(&self) -> VersionSettings {
+        VersionSettings {
+            boot_activity: self.boot_activity(),
+            features: self.features(),
+            hooks_timeout: self.hooks_timeout(),
+            bootstrap_keep: self.bootstrap_keep(),
+            video_encoder: self.video_encoder(),
+        }
     }
 }
 

@@ -1349,6 +1349,22 @@ pub fn upload_id(r: &Resp) -> String {
     id
 }
 
+/// The version numbers of an application object, from the keys of its `versions` object
+/// (`{"1": {…}, "2": {…}}`, the shape AMS decodes into a `map[int]`), in order.
+pub fn version_numbers(app: &Value) -> Vec<u64> {
+    let mut numbers: Vec<u64> = app["versions"]
+        .as_object()
+        .unwrap_or_else(|| panic!("versions is an object keyed by number: {app}"))
+        .keys()
+        .map(|k| {
+            k.parse()
+                .unwrap_or_else(|_| panic!("version key {k:?}: {app}"))
+        })
+        .collect();
+    numbers.sort_unstable();
+    numbers
+}
+
 /// An AMS-style application manifest.
 pub fn manifest(name: &str, tags: &[&str]) -> String {
     let mut m = format!(
