@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 /// What a started daemon tells its operator.
 pub struct Ready {
     pub addr: SocketAddr,
-    pub storage: &'static str,
+    pub storage: crate::storage::StorageKind,
     pub fingerprint: String,
 }
 
@@ -83,14 +83,20 @@ pub async fn run(
         config.gc.interval,
         config.gc.upload_expiry,
     ));
+    let scrubber = (!config.gc.scrub_interval.is_zero()).then(|| {
+        tokio::spawn(scrub(
+            state.clone(),
+            config.gc.scrub_interval,
+            config.gc.scrub_rate,
+        ))
+    });
     let refresher = state
         .registry
-        .storage()
         .refresh_interval()
         .map(|every| tokio::spawn(refresh_index(state.clone(), every)));
     ready(&Ready {
         addr,
-        storage: state.registry.storage().kind(),
+        storage: state.registry.storage_kind(),
         fingerprint: identity.fingerprint,
     });
     let router = api::router(state);
@@ -104,6 +110,9 @@ pub async fn run(
     )
     .await;
     collector.abort();
+    if let Some(scrubber) = scrubber {
+        scrubber.abort();
+    }
     if let Some(refresher) = refresher {
         refresher.abort();
     }
@@ -136,7 +145,7 @@ async fn collect_garbage(
         ticker.tick().await;
         // On a shared bucket, another daemon may have published a version referencing a
         // blob this index thinks unreferenced: look again right before collecting.
-        if state.registry.storage().refresh_interval().is_some() {
+        if state.registry.refresh_interval().is_some() {
             if let Err(e) = state.registry.refresh().await {
                 tracing::warn!(error = %e, "garbage collection skipped: the index could not be refreshed");
                 continue;
@@ -144,6 +153,29 @@ async fn collect_garbage(
         }
         if let Err(e) = state.registry.collect_garbage(grace).await {
             tracing::warn!(error = %e, "garbage collection failed; will retry");
+        }
+    }
+}
+
+/// Every `interval` (the first time one interval after start): hashes every stored image
+/// against its digest at no more than `rate` bytes per second, and logs what is damaged.
+/// Damaged images stay in place: removing them is `aar verify --repair`, an operator's call.
+async fn scrub(state: AppState, interval: std::time::Duration, rate: u64) {
+    let mut ticker = tokio::time::interval(interval.max(std::time::Duration::from_secs(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // immediate; a scrub right at start would slow the start
+    loop {
+        ticker.tick().await;
+        match state.registry.verify(false, Some(rate)).await {
+            Ok(v) if v.is_clean() => {
+                tracing::info!(images = v.images, bytes = v.bytes, "scrub found every image intact")
+            }
+            Ok(v) => tracing::error!(
+                damaged = v.damaged.len(),
+                unreadable_records = v.unreadable_records.len(),
+                "scrub found damage; run `aar verify` for the list and `aar verify --repair` to remove damaged images"
+            ),
+            Err(e) => tracing::warn!(error = %e, "scrub could not read storage; will retry"),
         }
     }
 }

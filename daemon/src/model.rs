@@ -42,7 +42,7 @@ pub struct VersionSettings {
     pub video_encoder: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ImageRef {
     pub digest: Digest,
     pub size: u64,

@@ -125,7 +125,7 @@ async fn publish_show_application_and_version() {
     assert_eq!(s, 200);
     let a = &a["metadata"];
     assert_eq!(a["name"], "game-app");
-    assert_eq!(version_numbers(&a), [1, 2], "{a}");
+    assert_eq!(version_numbers(a), [1, 2], "{a}");
     assert_eq!(a["latest_version"], 2, "{a}");
     // The application shows its latest version's manifest data.
     assert_eq!(a["tags"], json!(["games"]), "{a}");
@@ -589,6 +589,31 @@ async fn odd_requests_get_enveloped_client_errors() {
                 r.body.len().to_string()
             );
         }
+    }
+
+    // Undecodable paths and repeated query keys: enveloped 400s, not axum's plain text.
+    for path in [
+        "/1.0/applications/%ff",
+        "/1.0/applications/odd/versions/%ff",
+        "/1.0/applications?tags=a&tags=b",
+    ] {
+        let r = p.get(path).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert_eq!(r.json()["error_code"], 400, "{path}");
+    }
+
+    // One spelling per version: 01 and +1 are not version 1.
+    for path in [
+        "/1.0/applications/odd/versions/01",
+        "/1.0/applications/odd/versions/+1",
+        "/1.0/applications/odd/versions/01/images/amd64",
+    ] {
+        let r = p.get(path).await;
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+        assert!(
+            r.error().contains("without signs or leading zeros"),
+            "{path}"
+        );
     }
 
     // JSON everywhere, with its content type.

@@ -180,7 +180,7 @@ async fn start_up_finishes_interrupted_deletes_and_drops_unreadable_records() {
         .await
         .unwrap();
     // Hidden at once, even before recovery.
-    assert!(s.load_versions().await.unwrap().is_empty());
+    assert!(s.load_versions().await.unwrap().records.is_empty());
     let fresh = open(&server).await;
     let cleanup = fresh.recover().await.unwrap();
     assert_eq!(cleanup.temp_files, 1);
@@ -192,7 +192,7 @@ async fn start_up_finishes_interrupted_deletes_and_drops_unreadable_records() {
     );
     assert!(server.keys("deletions/").is_empty());
     assert!(server.keys("uploads/").is_empty());
-    assert!(fresh.load_versions().await.unwrap().is_empty());
+    assert!(fresh.load_versions().await.unwrap().records.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +206,17 @@ async fn redirects_reuse_the_url_of_the_same_second() {
     let url = |_: ()| {
         let s = s.clone();
         async move {
-            match s.read_blob(&Digest::of(b"abc"), None).await.unwrap() {
+            match s
+                .read_blob(
+                    &ImageRef {
+                        digest: Digest::of(b"abc"),
+                        size: 3,
+                    },
+                    None,
+                )
+                .await
+                .unwrap()
+            {
                 aar::storage::BlobBody::Redirect(url) => url,
                 _ => panic!("the S3 backend redirects"),
             }

@@ -88,7 +88,12 @@ fn chunked(data: &[u8]) -> ByteStream {
 
 /// The blob's bytes: streamed (fs) or fetched from the redirect (S3).
 async fn fetch(storage: &Arc<dyn Storage>, digest: &Digest) -> Vec<u8> {
-    match storage.read_blob(digest, None).await.unwrap() {
+    let size = storage.blob_size(digest).await.unwrap().expect("stored");
+    let image = ImageRef {
+        digest: *digest,
+        size,
+    };
+    match storage.read_blob(&image, None).await.unwrap() {
         BlobBody::Stream { mut body, len } => {
             let mut out = Vec::new();
             while let Some(chunk) = body.next().await {
@@ -377,6 +382,7 @@ async fn versions_are_create_only(b: Backend) {
         .load_versions()
         .await
         .unwrap()
+        .records
         .into_iter()
         .map(|r| (r.application, r.version))
         .collect();
@@ -386,7 +392,7 @@ async fn versions_are_create_only(b: Backend) {
         [("app".into(), 1), ("app".into(), 2), ("other".into(), 7)]
     );
     // Unchanged by the refused overwrite.
-    let stored = s.load_versions().await.unwrap();
+    let stored = s.load_versions().await.unwrap().records;
     let first = stored
         .iter()
         .find(|r| r.application == "app" && r.version == 1)
@@ -407,6 +413,7 @@ async fn versions_are_create_only(b: Backend) {
         .load_versions()
         .await
         .unwrap()
+        .records
         .into_iter()
         .map(|r| r.application)
         .collect();
@@ -444,7 +451,7 @@ async fn a_fresh_instance_sees_everything(b: Backend) {
         .await
         .unwrap();
     let other = b.reopen().await;
-    let loaded = other.load_versions().await.unwrap();
+    let loaded = other.load_versions().await.unwrap().records;
     assert_eq!(loaded.len(), 1);
     assert_eq!(loaded[0], record("shared", 3, digest, 12));
     assert_eq!(other.blob_size(&digest).await.unwrap(), Some(12));
@@ -459,7 +466,7 @@ async fn a_fresh_instance_sees_everything(b: Backend) {
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::AlreadyExists(_)), "{err}");
-    assert_eq!(b.storage.load_versions().await.unwrap().len(), 2);
+    assert_eq!(b.storage.load_versions().await.unwrap().records.len(), 2);
 }
 
 async fn recovery_of_a_clean_store_removes_nothing(b: Backend) {
@@ -470,7 +477,7 @@ async fn recovery_of_a_clean_store_removes_nothing(b: Backend) {
         .unwrap();
     let cleanup = b.storage.recover().await.unwrap();
     assert_eq!(cleanup, Default::default());
-    assert_eq!(b.storage.load_versions().await.unwrap().len(), 1);
+    assert_eq!(b.storage.load_versions().await.unwrap().records.len(), 1);
 }
 
 macro_rules! suite {

@@ -1,12 +1,13 @@
 //! Application and version metadata: listing, showing, publishing, deleting.
 
+use super::extract::{Path, Query};
 use super::identity::{Publisher, Reader};
 use super::response::{self, ApiError};
 use super::wire::{self, ApplicationBody, VersionBody};
 use super::{parse_version, AppState};
 use crate::registry::{parse_tag_filter, PublishRequest};
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;

@@ -1,12 +1,13 @@
 //! Image downloads: streamed with `Range` support, or a redirect when the backend
 //! delivers elsewhere (S3 presigned or CloudFront signed URLs).
 
+use super::extract::Path;
 use super::identity::Reader;
 use super::response::{self, ApiError};
 use super::{parse_version, AppState};
-use crate::storage::BlobBody;
+use crate::registry::BlobBody;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -110,17 +111,13 @@ async fn download(
         None => size,
     };
     if method == Method::HEAD {
+        state.registry.check_image(&image).await?;
         return Ok(builder
             .header(header::CONTENT_LENGTH, len)
             .body(Body::empty())
             .expect("valid response"));
     }
-    match state
-        .registry
-        .storage()
-        .read_blob(&image.digest, range)
-        .await?
-    {
+    match state.registry.open_image(&image, range).await? {
         BlobBody::Stream { body, len } => Ok(builder
             .header(header::CONTENT_LENGTH, len)
             .body(Body::from_stream(body))

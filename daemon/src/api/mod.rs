@@ -3,6 +3,7 @@
 //! input is even looked at.
 
 mod applications;
+mod extract;
 pub mod identity;
 mod images;
 pub mod response;
@@ -78,7 +79,7 @@ async fn server_info(State(state): State<AppState>, request: Request) -> Respons
         version: env!("CARGO_PKG_VERSION"),
         auth,
         role,
-        storage: state.registry.storage().kind(),
+        storage: state.registry.storage_kind().as_str(),
         server_fingerprint: &state.server_fingerprint,
     };
     response::sync(StatusCode::OK, &info, &parts.headers)
@@ -98,13 +99,42 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Parses a version number from the path with a message that says what is valid.
+/// Parses a version number from the path with a message that says what is valid. One
+/// spelling per version: `01` and `+1` are not version 1 (a cache or a client comparing
+/// URLs would otherwise see two resources), they are not found.
 fn parse_version(raw: &str) -> Result<u32, ApiError> {
+    let shown = || raw.chars().take(40).collect::<String>();
     match raw.parse::<u32>() {
-        Ok(v) if v >= 1 => Ok(v),
+        Ok(v) if v >= 1 && v.to_string() == raw => Ok(v),
+        Ok(v) if v >= 1 => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "version {:?} not found: version numbers are written without signs or leading zeros ({v})",
+                shown()
+            ),
+        )),
         _ => Err(ApiError::bad_request(format!(
             "version {:?} is not a number from 1 to 4294967295",
-            raw.chars().take(40).collect::<String>()
+            shown()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_version;
+
+    #[test]
+    fn versions_have_one_spelling() {
+        assert_eq!(parse_version("1").unwrap(), 1);
+        assert_eq!(parse_version("4294967295").unwrap(), u32::MAX);
+        for other in ["01", "+1", "001"] {
+            let e = parse_version(other).unwrap_err();
+            assert_eq!(e.status.as_u16(), 404, "{other}");
+        }
+        for bad in ["0", "-1", "x", "", "4294967296", "1.0"] {
+            let e = parse_version(bad).unwrap_err();
+            assert_eq!(e.status.as_u16(), 400, "{bad}");
+        }
     }
 }

@@ -149,6 +149,7 @@ impl From<StorageError> for ApiError {
             }
             StorageError::BodyInterrupted(_) => StatusCode::BAD_REQUEST,
             StorageError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
+            StorageError::Damaged(_) => StatusCode::INTERNAL_SERVER_ERROR,
             StorageError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             StorageError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };

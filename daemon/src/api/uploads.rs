@@ -1,12 +1,14 @@
 //! Resumable, digest-verified image uploads (publisher only).
 
+use super::extract::Path;
 use super::identity::Publisher;
 use super::response::{self, ApiError};
+use super::wire::UploadBody;
 use super::AppState;
 use crate::digest::Digest;
-use crate::storage::{ByteStream, UploadState};
+use crate::registry::{ByteStream, UploadState};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
@@ -87,11 +89,8 @@ async fn create(
     } else {
         StatusCode::CREATED
     };
-    if !upload.complete {
-        tracing::info!(upload = %upload.id, %digest, size, "upload started");
-    }
     Ok(with_location(
-        response::sync(status, &upload, &headers),
+        response::sync(status, &UploadBody::from(&upload), &headers),
         &upload,
     ))
 }
@@ -102,9 +101,9 @@ async fn status(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let upload = state.registry.storage().upload_state(&id).await?;
+    let upload = state.registry.upload_state(&id).await?;
     Ok(with_location(
-        response::sync(StatusCode::OK, &upload, &headers),
+        response::sync(StatusCode::OK, &UploadBody::from(&upload), &headers),
         &upload,
     ))
 }
@@ -144,27 +143,14 @@ async fn append(
         .ok_or_else(|| ApiError::bad_request("Upload-Offset is required: the number of bytes the registry already holds (HEAD the upload to learn it)"))?
         .parse()
         .map_err(|_| ApiError::bad_request("Upload-Offset must be a non-negative integer"))?;
-    let storage = state.registry.storage();
-    let result = storage
+    let upload = state
+        .registry
         .append_upload(&id, offset, body_stream(body, state.limits.body_timeout))
-        .await;
-    match result {
-        Ok(upload) => {
-            if upload.complete {
-                tracing::info!(upload = %id, digest = %upload.digest, "upload complete and verified");
-            }
-            Ok(with_location(
-                response::sync(StatusCode::OK, &upload, &headers),
-                &upload,
-            ))
-        }
-        Err(e) => {
-            if let crate::storage::StorageError::DigestMismatch { .. } = e {
-                tracing::info!(upload = %id, error = %e, "upload rejected");
-            }
-            Err(e.into())
-        }
-    }
+        .await?;
+    Ok(with_location(
+        response::sync(StatusCode::OK, &UploadBody::from(&upload), &headers),
+        &upload,
+    ))
 }
 
 async fn abort(
@@ -173,7 +159,7 @@ async fn abort(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    state.registry.storage().abort_upload(&id).await?;
+    state.registry.abort_upload(&id).await?;
     Ok(response::sync(
         StatusCode::OK,
         &serde_json::json!({}),

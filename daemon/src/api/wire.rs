@@ -5,8 +5,9 @@
 //! (`""`, `[]`, `false`), never `null`, which Go would read as a nil list. The registry's
 //! own fields sit beside them under names the SDK does not use.
 
+use crate::digest::Digest;
 use crate::model::{ImageRef, VersionRecord, VersionSettings};
-use crate::registry::Application;
+use crate::registry::{Application, UploadState};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -154,4 +155,28 @@ impl<'a> From<&'a VersionRecord> for VersionBody<'a> {
 /// The listing: one body per application.
 pub fn applications(apps: &[Application]) -> Vec<ApplicationBody<'_>> {
     apps.iter().map(ApplicationBody::from).collect()
+}
+
+/// Where an upload stands (`POST`, `PATCH`, `GET /1.0/uploads/…`).
+#[derive(Serialize)]
+pub struct UploadBody<'a> {
+    /// Absent when the blob already existed and no upload was needed.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    id: &'a str,
+    digest: Digest,
+    size: u64,
+    offset: u64,
+    complete: bool,
+}
+
+impl<'a> From<&'a UploadState> for UploadBody<'a> {
+    fn from(upload: &'a UploadState) -> Self {
+        UploadBody {
+            id: &upload.id,
+            digest: upload.digest,
+            size: upload.size,
+            offset: upload.offset,
+            complete: upload.complete,
+        }
+    }
 }

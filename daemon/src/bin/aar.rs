@@ -45,6 +45,20 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Verify { repair } => {
+            let config = match load(config_path.as_deref()) {
+                Ok(config) => config,
+                Err(e) => return fail(format!("invalid configuration: {e}")),
+            };
+            init_tracing("off"); // the report is the output; AAR_LOG still asks for logs
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let mut stdout = std::io::stdout().lock();
+            match runtime.block_on(aar::cli::verify::run(&config, repair, &mut stdout)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => fail(format!("{e:#}")),
+            }
+        }
         Command::Trust(command) => {
             let config = match load(config_path.as_deref()) {
                 Ok(config) => config,

@@ -1,6 +1,7 @@
-//! The `aar` command line: `serve`, `trust …`, `config check`.
+//! The `aar` command line: `serve`, `trust …`, `verify`, `config check`.
 
 pub mod trust;
+pub mod verify;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -25,6 +26,14 @@ pub enum Command {
     /// Check a config file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Hash every stored image against its digest and read every version record; exit 1
+    /// when anything is damaged. Safe to run beside a serving daemon.
+    Verify {
+        /// Remove damaged images, so that uploading the same image again restores the
+        /// versions that use it.
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -220,6 +220,8 @@ const SCHEMA: &[&str] = &[
     "gc",
     "gc.interval",
     "gc.upload-expiry",
+    "gc.scrub-interval",
+    "gc.scrub-rate",
     "log",
     "log.level",
 ];

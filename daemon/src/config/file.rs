@@ -124,6 +124,8 @@ struct CloudFrontFile {
 struct GcFile {
     interval: Option<NonZeroDuration>,
     upload_expiry: Option<NonZeroDuration>,
+    scrub_interval: Option<AnyDuration>,
+    scrub_rate: Option<NonZeroSize>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -194,6 +196,10 @@ impl FileConfig {
         let gc = GcConfig {
             interval: gc.interval.map_or(defaults.gc.interval, |d| d.0),
             upload_expiry: gc.upload_expiry.map_or(defaults.gc.upload_expiry, |d| d.0),
+            scrub_interval: gc
+                .scrub_interval
+                .map_or(defaults.gc.scrub_interval, |d| d.0),
+            scrub_rate: gc.scrub_rate.map_or(defaults.gc.scrub_rate, |s| s.0),
         };
         let log = LogConfig {
             level: self
@@ -239,6 +245,8 @@ impl FileConfig {
             gc: Some(GcFile {
                 interval: Some(NonZeroDuration(config.gc.interval)),
                 upload_expiry: Some(NonZeroDuration(config.gc.upload_expiry)),
+                scrub_interval: Some(AnyDuration(config.gc.scrub_interval)),
+                scrub_rate: Some(NonZeroSize(config.gc.scrub_rate)),
             }),
             log: Some(LogFile {
                 level: Some(LogLevel(config.log.level.clone())),

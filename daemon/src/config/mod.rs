@@ -131,6 +131,10 @@ pub struct GcConfig {
     /// Uploads idle longer than this are collected; also the grace before an unreferenced
     /// blob is collected.
     pub upload_expiry: Duration,
+    /// How often every stored image is hashed against its digest; zero: never.
+    pub scrub_interval: Duration,
+    /// Bytes per second the scrub reads at most, so that it never competes with clients.
+    pub scrub_rate: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -319,6 +323,8 @@ impl Default for GcConfig {
         GcConfig {
             interval: Duration::from_secs(60 * 60),
             upload_expiry: Duration::from_secs(24 * 60 * 60),
+            scrub_interval: Duration::ZERO,
+            scrub_rate: 32 << 20,
         }
     }
 }

@@ -94,6 +94,8 @@ storage:
 gc:
   interval: 30m
   upload-expiry: 12h
+  scrub-interval: 24h
+  scrub-rate: 8MiB
 log:
   level: info,aar=debug
 "#;
@@ -130,6 +132,8 @@ log:
             gc: GcConfig {
                 interval: Duration::from_secs(1800),
                 upload_expiry: Duration::from_secs(12 * 3600),
+                scrub_interval: Duration::from_secs(24 * 3600),
+                scrub_rate: 8 << 20,
             },
             log: LogConfig {
                 level: "info,aar=debug".into(),
@@ -511,6 +515,8 @@ storage:
 gc:
   interval: 1h
   upload-expiry: 24h
+  scrub-interval: 0s
+  scrub-rate: 32MiB
 log:
   level: info
 "

@@ -12,10 +12,13 @@
 //! state or the new one plus temporary files that [`Storage::recover`] removes.
 
 use super::direct::DirectAppender;
-use super::{BlobBody, ByteStream, Cleanup, Result, Storage, StorageError, UploadState};
+use super::{
+    BlobBody, ByteStream, Cleanup, LoadedVersions, Result, Storage, StorageError, StorageKind,
+    UploadState,
+};
 use crate::digest::Digest;
 use crate::fsutil::{self, Replace};
-use crate::model::VersionRecord;
+use crate::model::{ImageRef, VersionRecord};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::{Digest as _, Sha256};
@@ -76,6 +79,22 @@ impl FsStorage {
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    /// Opens a blob and says how many bytes it holds.
+    fn open_blob(&self, digest: &Digest) -> Result<(File, u64)> {
+        let file = match File::open(self.blob_path(digest)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StorageError::NotFound(format!("blob {digest}")))
+            }
+            Err(e) => return Err(StorageError::io(format!("opening blob {digest}"), e)),
+        };
+        let size = file
+            .metadata()
+            .map_err(|e| StorageError::io(format!("opening blob {digest}"), e))?
+            .len();
+        Ok((file, size))
     }
 
     fn upload_dir(&self, id: &str) -> PathBuf {
@@ -163,8 +182,8 @@ fn rehash(path: &Path, len: u64) -> io::Result<Sha256> {
 
 #[async_trait::async_trait]
 impl Storage for FsStorage {
-    fn kind(&self) -> &'static str {
-        "fs"
+    fn kind(&self) -> StorageKind {
+        StorageKind::Fs
     }
 
     async fn recover(&self) -> Result<Cleanup> {
@@ -452,68 +471,29 @@ impl Storage for FsStorage {
         }
     }
 
-    async fn read_blob(&self, digest: &Digest, range: Option<(u64, u64)>) -> Result<BlobBody> {
-        let path = self.blob_path(digest);
-        let mut file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StorageError::NotFound(format!("blob {digest}")))
-            }
-            Err(e) => return Err(StorageError::io(format!("opening blob {digest}"), e)),
-        };
-        let size = file
-            .metadata()
-            .map_err(|e| StorageError::io(format!("opening blob {digest}"), e))?
-            .len();
-        let (start, end) = range.unwrap_or((0, size));
-        if start > 0 {
-            file.seek(SeekFrom::Start(start))
-                .map_err(|e| StorageError::io(format!("reading blob {digest}"), e))?;
+    async fn read_blob(&self, image: &ImageRef, range: Option<(u64, u64)>) -> Result<BlobBody> {
+        let digest = image.digest;
+        let (file, size) = self.open_blob(&digest)?;
+        // A blob whose size differs from its record was damaged outside the registry:
+        // serving it would promise bytes that are not there, or send bytes that are wrong.
+        if size != image.size {
+            return Err(StorageError::Damaged(format!(
+                "image {digest} has {size} bytes on disk but {} recorded",
+                image.size
+            )));
         }
-        let len = end - start;
-        // Readahead sized for a sequential read of the whole range.
-        let _ = rustix::fs::fadvise(
-            &file,
-            start,
-            std::num::NonZeroU64::new(len),
-            rustix::fs::Advice::Sequential,
-        );
-        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_DEPTH);
-        tokio::task::spawn_blocking(move || {
-            let mut left = len;
-            while left > 0 {
-                // Read into uninitialised capacity: zeroing each buffer first cost ~5% of a download's CPU.
-                let mut buf = Vec::with_capacity(READ_CHUNK.min(left as usize));
-                let result = match rustix::io::read(&file, rustix::buffer::spare_capacity(&mut buf))
-                {
-                    Ok(0) => Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "blob shorter than recorded",
-                    )),
-                    Ok(n) => Ok(n),
-                    Err(e) => Err(e.into()),
-                };
-                match result {
-                    Ok(n) => {
-                        left -= n as u64;
-                        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                            return; // the client went away
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
-                }
-            }
-        });
-        let body = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
+        let (start, end) = range.unwrap_or((0, size));
         Ok(BlobBody::Stream {
-            body: Box::pin(body),
-            len,
+            body: stream_file(file, start, end - start)
+                .map_err(|e| StorageError::io(format!("reading blob {digest}"), e))?,
+            len: end - start,
         })
+    }
+
+    async fn scan_blob(&self, digest: &Digest) -> Result<ByteStream> {
+        let (file, size) = self.open_blob(digest)?;
+        stream_file(file, 0, size)
+            .map_err(|e| StorageError::io(format!("reading blob {digest}"), e))
     }
 
     async fn list_blobs(&self) -> Result<Vec<(Digest, SystemTime)>> {
@@ -614,11 +594,11 @@ impl Storage for FsStorage {
         .await
     }
 
-    async fn load_versions(&self) -> Result<Vec<VersionRecord>> {
+    async fn load_versions(&self) -> Result<LoadedVersions> {
         let apps = self.root.join("apps");
         blocking(move || {
             let err = |what: &Path, e| StorageError::io(format!("reading {}", what.display()), e);
-            let mut records = Vec::new();
+            let mut loaded = LoadedVersions::default();
             for app in fs::read_dir(&apps).map_err(|e| err(&apps, e))? {
                 let app = app.map_err(|e| err(&apps, e))?;
                 let name = app.file_name().to_string_lossy().into_owned();
@@ -639,18 +619,71 @@ impl Storage for FsStorage {
                     };
                     let bytes = fs::read(&path).map_err(|e| err(&path, e))?;
                     match serde_json::from_slice::<VersionRecord>(&bytes) {
-                        Ok(record) if record.application == name && record.version == number => records.push(record),
-                        Ok(_) => tracing::error!(path = %path.display(), "version record does not match its location; skipped"),
+                        Ok(record) if record.application == name && record.version == number => loaded.records.push(record),
+                        Ok(_) => {
+                            tracing::error!(path = %path.display(), "version record does not match its location; skipped");
+                            loaded.unreadable.push(path.display().to_string());
+                        }
                         // Atomic writes make this a sign of outside damage: keep the file
                         // for inspection rather than delete evidence.
-                        Err(e) => tracing::error!(path = %path.display(), error = %e, "unreadable version record; skipped"),
+                        Err(e) => {
+                            tracing::error!(path = %path.display(), error = %e, "unreadable version record; skipped");
+                            loaded.unreadable.push(path.display().to_string());
+                        }
                     }
                 }
             }
-            Ok(records)
+            Ok(loaded)
         })
         .await
     }
+}
+
+/// Streams `len` bytes of `file` from `start`, read on a blocking thread a chunk ahead of
+/// the consumer.
+fn stream_file(mut file: File, start: u64, len: u64) -> io::Result<ByteStream> {
+    if start > 0 {
+        file.seek(SeekFrom::Start(start))?;
+    }
+    // Readahead sized for a sequential read of the whole range.
+    let _ = rustix::fs::fadvise(
+        &file,
+        start,
+        std::num::NonZeroU64::new(len),
+        rustix::fs::Advice::Sequential,
+    );
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_DEPTH);
+    tokio::task::spawn_blocking(move || {
+        let mut left = len;
+        while left > 0 {
+            // Read into uninitialised capacity: zeroing each buffer first cost ~5% of a download's CPU.
+            let mut buf = Vec::with_capacity(READ_CHUNK.min(left as usize));
+            let result = match rustix::io::read(&file, rustix::buffer::spare_capacity(&mut buf)) {
+                Ok(0) => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "blob shorter than recorded",
+                )),
+                Ok(n) => Ok(n),
+                Err(e) => Err(e.into()),
+            };
+            match result {
+                Ok(n) => {
+                    left -= n as u64;
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                        return; // the client went away
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok(Box::pin(body))
 }
 
 fn commit(id: &str, dir: &Path, blob: &Path, info: &UploadInfo, actual: Digest) -> Result<()> {

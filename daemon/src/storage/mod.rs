@@ -10,7 +10,7 @@ pub mod fs;
 pub mod s3;
 
 use crate::digest::Digest;
-use crate::model::VersionRecord;
+use crate::model::{ImageRef, VersionRecord};
 use bytes::Bytes;
 use futures_util::Stream;
 use std::io;
@@ -38,6 +38,9 @@ pub enum StorageError {
     TooLong { declared: u64 },
     #[error("digest mismatch: the publisher declared {expected} but the bytes received hash to {actual}; nothing was kept")]
     DigestMismatch { expected: Digest, actual: Digest },
+    /// A stored blob disagrees with its record (size today; the digest under `aar verify`).
+    #[error("{0}; the registry refuses to serve it: run `aar verify --repair` on the registry, then upload the image again")]
+    Damaged(String),
     #[error("storage is full: {0}")]
     Full(String),
     #[error("storage is unavailable: {0}")]
@@ -68,10 +71,9 @@ pub fn is_disk_full(err: &io::Error) -> bool {
 
 /// Where an upload stands; persisted by the backend so that it survives a dropped
 /// connection (and, for the filesystem backend, a restart).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct UploadState {
     /// Empty when the blob already existed and no upload was needed.
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub id: String,
     pub digest: Digest,
     pub size: u64,
@@ -85,6 +87,38 @@ pub enum BlobBody {
     Redirect(String),
 }
 
+/// Which backend holds the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageKind {
+    Fs,
+    S3,
+}
+
+impl StorageKind {
+    /// The name `GET /1.0` and the start-up line use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageKind::Fs => "fs",
+            StorageKind::S3 => "s3",
+        }
+    }
+}
+
+impl std::fmt::Display for StorageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every version record storage holds, and where the ones that cannot be read are.
+#[derive(Debug, Default)]
+pub struct LoadedVersions {
+    pub records: Vec<VersionRecord>,
+    /// Paths or keys of records that exist but do not parse (or do not match their
+    /// place); they are left in place for inspection and repair.
+    pub unreadable: Vec<String>,
+}
+
 /// What the start-up recovery and the garbage collector removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Cleanup {
@@ -95,8 +129,7 @@ pub struct Cleanup {
 
 #[async_trait::async_trait]
 pub trait Storage: Send + Sync + 'static {
-    /// `fs` or `s3`, as reported by `GET /1.0`.
-    fn kind(&self) -> &'static str;
+    fn kind(&self) -> StorageKind;
 
     /// How often the index should be rebuilt from storage, for backends that other
     /// daemons may write to (a shared bucket); `None`: only this daemon writes.
@@ -120,8 +153,12 @@ pub trait Storage: Send + Sync + 'static {
     async fn expire_uploads(&self, idle_since: SystemTime) -> Result<usize>;
 
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>>;
-    /// `range` is inclusive start and exclusive end, already checked against the size.
-    async fn read_blob(&self, digest: &Digest, range: Option<(u64, u64)>) -> Result<BlobBody>;
+    /// Opens `image` for a download of `range` (inclusive start, exclusive end, already
+    /// checked against the recorded size). A backend that streams checks the stored size
+    /// against the record first and answers `Damaged` when they differ.
+    async fn read_blob(&self, image: &ImageRef, range: Option<(u64, u64)>) -> Result<BlobBody>;
+    /// Every byte of a blob as stored, whatever its record says, for verification.
+    async fn scan_blob(&self, digest: &Digest) -> Result<ByteStream>;
     /// Every blob with the time it was stored, for the garbage collector.
     async fn list_blobs(&self) -> Result<Vec<(Digest, SystemTime)>>;
     async fn delete_blob(&self, digest: &Digest) -> Result<()>;
@@ -130,5 +167,5 @@ pub trait Storage: Send + Sync + 'static {
     async fn put_version(&self, record: &VersionRecord) -> Result<()>;
     async fn delete_version(&self, application: &str, version: u32) -> Result<()>;
     async fn delete_application(&self, application: &str) -> Result<()>;
-    async fn load_versions(&self) -> Result<Vec<VersionRecord>>;
+    async fn load_versions(&self) -> Result<LoadedVersions>;
 }

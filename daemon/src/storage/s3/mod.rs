@@ -36,11 +36,14 @@ mod keys;
 pub use client::usable_certificates;
 pub use error::{Kind, Op, S3Error};
 
-use super::{BlobBody, ByteStream, Cleanup, Result, Storage, StorageError, UploadState};
+use super::{
+    BlobBody, ByteStream, Cleanup, LoadedVersions, Result, Storage, StorageError, StorageKind,
+    UploadState,
+};
 use crate::cloudfront::{CloudFrontError, CloudFrontSigner};
 use crate::config::S3Config;
 use crate::digest::Digest;
-use crate::model::VersionRecord;
+use crate::model::{ImageRef, VersionRecord};
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
@@ -812,8 +815,8 @@ impl SharedS3 {
 
 #[async_trait::async_trait]
 impl Storage for SharedS3 {
-    fn kind(&self) -> &'static str {
-        "s3"
+    fn kind(&self) -> StorageKind {
+        StorageKind::S3
     }
 
     fn refresh_interval(&self) -> Option<Duration> {
@@ -1196,13 +1199,39 @@ impl Storage for SharedS3 {
             .map_err(|e| e.into_storage(format!("blob {digest}")))
     }
 
-    async fn read_blob(&self, digest: &Digest, _range: Option<(u64, u64)>) -> Result<BlobBody> {
-        // The client sends its Range to S3 or CloudFront itself.
+    async fn read_blob(&self, image: &ImageRef, _range: Option<(u64, u64)>) -> Result<BlobBody> {
+        // The client sends its Range to S3 or CloudFront itself. Sizes are not checked per
+        // download: that would cost a HEAD request each, and objects are written whole
+        // with their checksum; `aar verify` and the scrub hash them.
         let s = &self.0;
         s.delivery
-            .url(&s.client, &s.bucket, digest, SystemTime::now())
+            .url(&s.client, &s.bucket, &image.digest, SystemTime::now())
             .await
             .map(|url| BlobBody::Redirect(url.to_string()))
+    }
+
+    async fn scan_blob(&self, digest: &Digest) -> Result<ByteStream> {
+        let s = &self.0;
+        let key = keys::blob(digest);
+        let out = s
+            .client
+            .get_object()
+            .bucket(&s.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| {
+                s.err(Op::GetObject, Some(&key), e)
+                    .into_storage(format!("blob {digest}"))
+            })?;
+        let body = futures_util::stream::unfold(out.body, |mut body| async move {
+            match body.try_next().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), body)),
+                Ok(None) => None,
+                Err(e) => Some((Err(std::io::Error::other(e)), body)),
+            }
+        });
+        Ok(Box::pin(body))
     }
 
     async fn list_blobs(&self) -> Result<Vec<(Digest, SystemTime)>> {
@@ -1315,7 +1344,7 @@ impl Storage for SharedS3 {
             .map_err(|e| e.into_storage(what))
     }
 
-    async fn load_versions(&self) -> Result<Vec<VersionRecord>> {
+    async fn load_versions(&self) -> Result<LoadedVersions> {
         let s = &self.0;
         let hidden: HashSet<String> = s
             .deletions()
@@ -1349,6 +1378,7 @@ impl Storage for SharedS3 {
                 .buffer_unordered(LOAD_CONCURRENCY)
                 .collect()
                 .await;
+        let mut unreadable = Vec::new();
         let mut known = s.versions.lock().unwrap();
         for (key, got) in fetched {
             let bytes = match got {
@@ -1362,14 +1392,23 @@ impl Storage for SharedS3 {
                 Ok(record) if record.application == name && record.version == number => {
                     known.insert(key, record);
                 }
-                Ok(_) => tracing::error!(key, "version record does not match its key; skipped"),
+                Ok(_) => {
+                    tracing::error!(key, "version record does not match its key; skipped");
+                    unreadable.push(key);
+                }
                 // Kept for inspection rather than deleted: evidence of outside damage.
-                Err(e) => tracing::error!(key, error = %e, "unreadable version record; skipped"),
+                Err(e) => {
+                    tracing::error!(key, error = %e, "unreadable version record; skipped");
+                    unreadable.push(key);
+                }
             }
         }
         let listed: HashSet<&String> = listed.iter().collect();
         known.retain(|key, _| listed.contains(key));
-        Ok(known.values().cloned().collect())
+        Ok(LoadedVersions {
+            records: known.values().cloned().collect(),
+            unreadable,
+        })
     }
 }
 

@@ -1,0 +1,193 @@
+//! The registry service: the rules of the model on top of a storage backend.
+//!
+//! Layering: `api` (HTTP) → `registry` (rules, index) → `storage` (bytes and records).
+//! The registry never speaks HTTP and the storage never enforces model rules; the API
+//! reaches storage only through the operations here.
+//!
+//! Reads are answered from an in-memory index rebuilt from storage at start; writes go
+//! to storage first and reach the index only once durable, so the index never shows
+//! something a restart would lose. Every write runs as its own task ([`detached`]), so a
+//! caller that stops waiting (a client that hangs up) cannot split a durable write from
+//! its index update. Publishes, deletes and garbage collection are serialised by one async
+//! mutex: they are rare, and it makes "never collect a blob a version is about to
+//! reference" a matter of holding that lock.
+
+mod application;
+mod detached;
+mod gc;
+mod images;
+mod publish;
+mod uploads;
+
+pub use application::{parse_tag_filter, Application};
+pub use images::{verify, ImageCheck, Verification};
+pub use publish::PublishRequest;
+// What the API hands on without looking inside.
+pub use crate::storage::{BlobBody, ByteStream, UploadState};
+
+use crate::manifest::{self, ManifestError};
+use crate::model::{self, NameError, VersionRecord};
+use crate::storage::{Cleanup, Storage, StorageError, StorageKind};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+type Index = BTreeMap<String, BTreeMap<u32, Arc<VersionRecord>>>;
+
+/// A handle on the registry; clones share one index and one backend.
+#[derive(Clone)]
+pub struct Registry(Arc<Inner>);
+
+struct Inner {
+    storage: Arc<dyn Storage>,
+    index: RwLock<Index>,
+    writes: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// The settings of a record written before records carried them, read from its manifest.
+/// A manifest the current parser refuses (it was accepted by an older, laxer one) still
+/// serves its version, with empty settings, rather than hiding it.
+fn settings_of_legacy(record: &VersionRecord) -> model::VersionSettings {
+    match manifest::parse(&record.manifest) {
+        Ok(manifest) => manifest.settings(),
+        Err(err) => {
+            tracing::warn!(
+                application = record.application,
+                version = record.version,
+                error = %err,
+                "stored manifest no longer parses; its version is served with empty settings"
+            );
+            model::VersionSettings::default()
+        }
+    }
+}
+
+impl Registry {
+    /// Cleans what a crash left behind, then indexes everything the storage holds.
+    pub async fn open(storage: Arc<dyn Storage>) -> Result<Self, StorageError> {
+        let cleanup = storage.recover().await?;
+        if cleanup != Cleanup::default() {
+            tracing::info!(?cleanup, "removed leftovers of an interrupted run");
+        }
+        let registry = Registry(Arc::new(Inner {
+            storage,
+            index: RwLock::default(),
+            writes: tokio::sync::Mutex::new(()),
+        }));
+        registry.reload().await?;
+        Ok(registry)
+    }
+
+    /// Which backend holds the registry.
+    pub fn storage_kind(&self) -> StorageKind {
+        self.0.storage.kind()
+    }
+
+    /// How often the index should be rebuilt because other daemons write to the same
+    /// storage; `None` when only this daemon writes.
+    pub fn refresh_interval(&self) -> Option<Duration> {
+        self.0.storage.refresh_interval()
+    }
+
+    /// Rebuilds the index from storage (the source of truth).
+    pub async fn reload(&self) -> Result<(), StorageError> {
+        let index = self.read_index().await?;
+        let versions: usize = index.values().map(BTreeMap::len).sum();
+        tracing::info!(
+            applications = index.len(),
+            versions,
+            "index loaded from storage"
+        );
+        *self.0.index.write().unwrap() = index;
+        Ok(())
+    }
+
+    /// Rebuilds the index from storage when other daemons may write to it (see
+    /// [`Storage::refresh_interval`]). Holds the write lock, so that a publish of this
+    /// daemon is never lost between the listing and the swap; logs only changes.
+    pub async fn refresh(&self) -> Result<(), StorageError> {
+        let _writes = self.0.writes.lock().await;
+        let index = self.read_index().await?;
+        let mut current = self.0.index.write().unwrap();
+        let before: usize = current.values().map(BTreeMap::len).sum();
+        let after: usize = index.values().map(BTreeMap::len).sum();
+        if before != after || current.len() != index.len() {
+            tracing::info!(
+                applications = index.len(),
+                versions = after,
+                "index refreshed from storage"
+            );
+        }
+        *current = index;
+        Ok(())
+    }
+
+    async fn read_index(&self) -> Result<Index, StorageError> {
+        let loaded = self.0.storage.load_versions().await?;
+        for location in &loaded.unreadable {
+            tracing::error!(
+                record = location,
+                "unreadable version record: its version is not served and garbage collection of images is paused until it is repaired or removed (see `aar verify`)"
+            );
+        }
+        let mut index = Index::new();
+        for mut record in loaded.records {
+            if record.settings.is_none() {
+                record.settings = Some(settings_of_legacy(&record));
+            }
+            index
+                .entry(record.application.clone())
+                .or_default()
+                .insert(record.version, Arc::new(record));
+        }
+        Ok(index)
+    }
+
+    /// Applications whose latest version carries every tag of `tags` (all of them when
+    /// `tags` is empty).
+    pub fn list(&self, tags: &[&str]) -> Vec<Application> {
+        let index = self.0.index.read().unwrap();
+        index
+            .iter()
+            .filter_map(|(name, versions)| Application::from_index(name, versions))
+            .filter(|app| app.carries_all(tags))
+            .collect()
+    }
+
+    pub fn application(&self, name: &str) -> Result<Application, RegistryError> {
+        model::validate_name("application name", name)?;
+        let index = self.0.index.read().unwrap();
+        index
+            .get(name)
+            .and_then(|versions| Application::from_index(name, versions))
+            .ok_or_else(|| RegistryError::NotFound(format!("application {name:?}")))
+    }
+
+    pub fn version(&self, name: &str, version: u32) -> Result<Arc<VersionRecord>, RegistryError> {
+        model::validate_name("application name", name)?;
+        let index = self.0.index.read().unwrap();
+        index
+            .get(name)
+            .and_then(|versions| versions.get(&version))
+            .cloned()
+            .ok_or_else(|| {
+                RegistryError::NotFound(format!("version {version} of application {name:?}"))
+            })
+    }
+}
