@@ -1,0 +1,3 @@
+module aar.test/amscontract
+
+go 1.19
