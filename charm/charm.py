@@ -249,15 +249,7 @@ class AarCharm(ops.CharmBase):
                     if unit.name == departing and relation.id == event.relation.id:
                         continue
                     data = relation.data[unit]
-                    units.append(
-                        RemoteUnit(
-                            endpoint=endpoint,
-                            relation_id=relation.id,
-                            unit=unit.name,
-                            certificate=data.get("certificate", ""),
-                            mode=data.get("mode", ""),
-                        )
-                    )
+                    units.append(RemoteUnit.from_data(endpoint, relation.id, unit.name, data))
         return units
 
     def _reconcile_trust(

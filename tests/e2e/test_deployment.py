@@ -1,7 +1,8 @@
 """The deployment story of issue 4, run on the built .charm without a Juju controller.
 
-install → ua_token → an AMS publisher relates, uploads and publishes over mTLS → an AMS in
-another model relates as a client and downloads it → that client departs and is refused at
+install → ua_token → an AMS publisher relates (its data JSON-encoded, as the reactive AMS
+charm sends it), uploads and publishes over mTLS → an AMS in another model relates as a
+client (raw data) and downloads it → that client departs and is refused at
 its next request → an invalid storage_config blocks while the registry keeps serving → a
 valid one recovers → actions → upgrade-charm keeps everything → stop leaves the data.
 """
@@ -84,11 +85,16 @@ def test_deployment_story(unit, tmp_path):
     assert "aar" in unit.load()["systemd_enabled"]
     assert oct((unit.sysroot / "etc/aar/aar.yaml").stat().st_mode & 0o777) == "0o600"
 
-    # juju relate ams aar:publisher
+    # juju relate ams:registry-publisher aar:publisher. The AMS charm is a reactive charm:
+    # every value it publishes is JSON-encoded (charms.reactive's Endpoint).
     publisher = make_identity("ams/0")
     pub_cert, pub_key = publisher.write(tmp_path)
     rid_pub = unit.add_relation("publisher", "ams")
-    unit.join(rid_pub, "ams/0", {"certificate": publisher.cert_pem, "mode": "publisher"})
+    unit.join(
+        rid_pub,
+        "ams/0",
+        {"certificate": json.dumps(publisher.cert_pem), "mode": json.dumps("publisher")},
+    )
     host, served_port, fingerprint = registry_of(unit, rid_pub)
     assert (host, served_port) == ("127.0.0.1", port)
     local = unit.relation(rid_pub)["local_unit"]
@@ -118,7 +124,8 @@ def test_deployment_story(unit, tmp_path):
     assert status == 201, published
     assert published["metadata"]["version"] == 1
 
-    # juju offer aar:client; juju relate ams-east <controller>/<model>.aar: the offer is
+    # juju offer aar:client; juju relate ams-east:registry-client <controller>/<model>.aar
+    # (this AMS sends its data raw, as a hand-written or ops-based charm would): the offer is
     # reached at the relation's own ingress address (127.0.0.2 stands for the address the
     # other model sees).
     client = make_identity("ams-east/0")
