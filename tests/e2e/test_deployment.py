@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,14 @@ from fakejuju import Ams, Unit
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-CHARM = ROOT / "aar_ubuntu-22.04-amd64.charm"
 TOKEN = "C7vQ9xExampleProToken"
+
+
+def built_charm() -> Path:
+    """The archive scripts/build-charm.sh builds here: it is named for this architecture."""
+    script = ROOT / "scripts" / "build-charm.sh"
+    name = subprocess.run([script, "--name"], capture_output=True, text=True, check=True)
+    return ROOT / name.stdout.strip()
 
 
 def free_port() -> int:
@@ -35,9 +42,10 @@ def free_port() -> int:
 
 @pytest.fixture
 def unit(tmp_path):
-    if not CHARM.exists():
-        pytest.fail(f"{CHARM.name} is missing: build it with scripts/build-charm.sh")
-    machine = Unit(CHARM, tmp_path)
+    charm = built_charm()
+    if not charm.exists():
+        pytest.fail(f"{charm.name} is missing: build it with scripts/build-charm.sh")
+    machine = Unit(charm, tmp_path)
     model = machine.load()
     model["pro"] = {"valid": [TOKEN], "attached": False}
     machine.save(model)
