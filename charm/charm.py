@@ -47,6 +47,8 @@ class AarCharm(ops.CharmBase):
         # The statuses found by this dispatch's reconcile; None when no reconcile ran (an
         # action), in which case collect-status evaluates without changing anything.
         self._issues: list[ops.StatusBase] | None = None
+        # `location`, or what the deprecated `public_interface` resolves to; once per dispatch.
+        self._location_value: str | None = None
         events = [
             self.on.install,
             self.on.config_changed,
@@ -109,6 +111,8 @@ class AarCharm(ops.CharmBase):
             except WorkloadError as e:
                 logger.warning("cannot read the daemon's version: %s", e)
 
+        if apply and isinstance(event, (ops.ConfigChangedEvent, ops.UpgradeCharmEvent)):
+            self._warn_deprecated_options()
         try:
             config = CharmConfig.from_options(self.config, state_directory)
         except InvalidConfig as e:
@@ -249,15 +253,7 @@ class AarCharm(ops.CharmBase):
                     if unit.name == departing and relation.id == event.relation.id:
                         continue
                     data = relation.data[unit]
-                    units.append(
-                        RemoteUnit(
-                            endpoint=endpoint,
-                            relation_id=relation.id,
-                            unit=unit.name,
-                            certificate=data.get("certificate", ""),
-                            mode=data.get("mode", ""),
-                        )
-                    )
+                    units.append(RemoteUnit.from_data(endpoint, relation.id, unit.name, data))
         return units
 
     def _reconcile_trust(
@@ -298,7 +294,8 @@ class AarCharm(ops.CharmBase):
         return issues
 
     def _advertise(self, config: CharmConfig) -> list[str]:
-        addresses = [config.location] if config.location else []
+        location = self._location()
+        addresses = [location] if location else []
         ingress = self._ingress_address(None)
         if ingress:
             addresses.append(ingress)
@@ -315,7 +312,61 @@ class AarCharm(ops.CharmBase):
         return str(address) if address else ""
 
     def _address(self, relation: ops.Relation | None) -> str:
-        return self.config.get("location", "").strip() or self._ingress_address(relation)
+        return self._location() or self._ingress_address(relation)
+
+    def _location(self) -> str:
+        """The address to advertise instead of the ingress address; "" for none."""
+        if self._location_value is None:
+            self._location_value = self._resolve_location()
+        return self._location_value
+
+    def _resolve_location(self) -> str:
+        """`location`, else the IPv4 address of the deprecated `public_interface`.
+
+        The official aar charm's `public_interface` names the interface whose address is
+        the unit's public one (its server certificate is made for it): what `location`
+        means here, so bundles written for that charm keep advertising the same address.
+        """
+        location = str(self.config.get("location") or "").strip()
+        interface = str(self.config.get("public_interface") or "").strip()
+        if location or not interface:
+            return location
+        try:
+            address = self.workload.interface_address(interface)
+        except WorkloadError as e:
+            # The official charm meant to fall back to the default address here too; the
+            # status shows the address actually served.
+            logger.warning(
+                "public_interface: %s; advertising the relation's ingress address instead: "
+                "set juju config aar location=<address>, or public_interface to an "
+                "interface with an IPv4 address",
+                e,
+            )
+            return ""
+        return address
+
+    def _warn_deprecated_options(self) -> None:
+        """Say, when the operator acts, that `public_interface` has a replacement."""
+        interface = str(self.config.get("public_interface") or "").strip()
+        if not interface:
+            return
+        if str(self.config.get("location") or "").strip():
+            logger.warning(
+                "public_interface is deprecated, and public_interface=%s is ignored: "
+                "location is set (juju config aar --reset public_interface)",
+                interface,
+            )
+            return
+        address = self._location()
+        if address:
+            logger.warning(
+                "public_interface is deprecated: advertising %s, the address of %s; set it "
+                "as location instead (juju config aar location=%s; "
+                "juju config aar --reset public_interface)",
+                address,
+                interface,
+                address,
+            )
 
     def _publish(self, running: dict, event: ops.EventBase | None) -> None:
         """Put this unit's certificate, fingerprint, address and port in every relation."""

@@ -8,12 +8,20 @@ daemon about what is valid.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import aar_ext
 
 ENDPOINTS = ("client", "publisher")
+# The AMS charm's endpoint for each of ours, as the Anbox Cloud docs relate them
+# (`juju add-relation aar:client ams:registry-client`).
+AMS_ENDPOINTS = {"client": "registry-client", "publisher": "registry-publisher"}
+# Across models, the offering side knows the consumer only as remote-<uuid>; no command
+# typed in the AMS model accepts that name.
+_CROSS_MODEL_APP = re.compile(r"remote-[0-9a-f]{32}")
 TOKEN_HINT = "juju config aar ua_token=<token>"  # noqa: S105 (a placeholder, not a token)
 
 
@@ -99,15 +107,51 @@ def active_message(address: str, port: int, storage: Mapping[str, object], trust
     )
 
 
+def decode_relation_value(value: str) -> str:
+    """A relation value as its sender meant it, JSON-encoded or not.
+
+    The AMS charm is a reactive charm, and charms.reactive publishes every value through
+    `json.dumps`: `mode` arrives as `"publisher"`, quotes included, and the certificate as
+    one quoted line with `\\n` escapes. Only a value that is exactly one JSON string literal
+    is decoded; anything else (a raw PEM, `client`, `42`, `null`) is taken as sent.
+    """
+    if not value.lstrip().startswith('"'):
+        return value
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return value
+    return decoded if isinstance(decoded, str) else value
+
+
+def ams_application(unit: str) -> str:
+    """The AMS application to name in a command, `<ams>` when this model cannot know it."""
+    app = unit.rpartition("/")[0] or unit
+    return "<ams>" if _CROSS_MODEL_APP.fullmatch(app) else app
+
+
 @dataclass(frozen=True)
 class RemoteUnit:
-    """What one AMS unit put in its relation data."""
+    """What one AMS unit put in its relation data, decoded."""
 
     endpoint: str
     relation_id: int
     unit: str
     certificate: str
     mode: str
+
+    @classmethod
+    def from_data(
+        cls, endpoint: str, relation_id: int, unit: str, data: Mapping[str, str]
+    ) -> RemoteUnit:
+        """Read a unit's databag, whether a reactive charm JSON-encoded it or not."""
+        return cls(
+            endpoint=endpoint,
+            relation_id=relation_id,
+            unit=unit,
+            certificate=decode_relation_value(data.get("certificate", "")),
+            mode=decode_relation_value(data.get("mode", "")),
+        )
 
     @property
     def origin(self) -> str:
@@ -163,14 +207,9 @@ def plan_trust(
     for unit in sorted(units, key=lambda u: (u.endpoint, u.relation_id, _unit_order(u.unit))):
         if not unit.certificate.strip():
             continue
-        mode = unit.mode.strip() or unit.endpoint
-        if mode != unit.endpoint:
-            other = "publisher" if unit.endpoint == "client" else "client"
-            plan.problems.append(
-                f"{unit.unit} asks for {mode} access on the aar:{unit.endpoint} endpoint; "
-                f"relate it to aar:{other} instead (juju relate <ams> aar:{other}) "
-                f"or set its registry mode to {unit.endpoint}"
-            )
+        mismatch = mode_problem(unit)
+        if mismatch:
+            plan.problems.append(mismatch)
             continue
         try:
             info = aar_ext.parse_certificate(
@@ -182,7 +221,8 @@ def plan_trust(
         if info["fingerprint"] in revoked:
             plan.problems.append(
                 f"the certificate of {unit.unit} (aar:{unit.endpoint}) was revoked; "
-                "give that AMS a new certificate, or remove the relation"
+                "give that AMS a new certificate, or remove the relation (juju "
+                f"remove-relation {ams_application(unit.unit)} aar:{unit.endpoint})"
             )
             continue
         candidates[unit.endpoint].append(
@@ -191,17 +231,52 @@ def plan_trust(
 
     publishers = candidates["publisher"]
     if len({w.unit for w in publishers}) > 1:
-        names = ", ".join(w.unit for w in publishers)
-        plan.problems.append(
-            f"the publisher endpoint takes one AMS unit, but {names} are related; "
-            "keep one (juju remove-unit <ams>/<n>) and relate the others to aar:client"
-        )
-        publishers = [w for w in publishers if w.fingerprint in current_publishers][:1]
+        kept = [w for w in publishers if w.fingerprint in current_publishers][:1]
+        plan.problems.append(publisher_limit_problem(publishers, kept))
+        publishers = kept
     for wanted in publishers:
         plan.wanted.setdefault(wanted.fingerprint, wanted)
     for wanted in candidates["client"]:
         plan.wanted.setdefault(wanted.fingerprint, wanted)
     return plan
+
+
+def mode_problem(unit: RemoteUnit) -> str | None:
+    """Why a unit's `mode` does not fit its endpoint, with the commands that fix it."""
+    mode = unit.mode.strip() or unit.endpoint
+    if mode == unit.endpoint:
+        return None
+    app = ams_application(unit.unit)
+    if mode not in ENDPOINTS:
+        return (
+            f"{unit.unit} sends registry mode {mode[:40]!r}, which is neither client nor "
+            f"publisher; relate {app}:{AMS_ENDPOINTS['client']} to aar:client (read-only) "
+            f"or {app}:{AMS_ENDPOINTS['publisher']} to aar:publisher (read/write)"
+        )
+    wanted = f"{app}:{AMS_ENDPOINTS[mode]}"
+    return (
+        f"{unit.unit} asks for {mode} access on aar:{unit.endpoint}; relate {wanted} to "
+        f"aar:{mode} instead (juju remove-relation {app} aar:{unit.endpoint}; "
+        f"juju relate {wanted} aar:{mode})"
+    )
+
+
+def publisher_limit_problem(publishers: list[Wanted], kept: list[Wanted]) -> str:
+    """Several units on aar:publisher: which to remove, and where the others belong."""
+    names = ", ".join(w.unit for w in publishers)
+    # Suggest removing every unit but the one that keeps publishing (or the first).
+    keep = kept[0].unit if kept else publishers[0].unit
+    extra = " ".join(_unit_for_command(w.unit) for w in publishers if w.unit != keep)
+    return (
+        f"the publisher endpoint takes one AMS unit, but {names} are related; scale that "
+        f"AMS to one unit (juju remove-unit {extra}) and relate other AMS applications "
+        "read-only (juju relate <ams>:registry-client aar:client)"
+    )
+
+
+def _unit_for_command(unit: str) -> str:
+    """`ams/1`, or `<ams>/1` across models (unit numbers are the same in both models)."""
+    return f"{ams_application(unit)}/{unit.rpartition('/')[2]}"
 
 
 def _unit_order(unit: str) -> tuple[str, int]:

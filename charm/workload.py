@@ -14,11 +14,14 @@ All paths hang off `Paths.root`, which is `/` on a real machine. The end-to-end 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -33,6 +36,12 @@ SYSROOT_ENV = "AAR_CHARM_SYSROOT"
 # removes them when the relation no longer carries them. Anything else (the CLI, the
 # add-client action) is the operator's and is left alone.
 RELATION_ORIGIN_PREFIX = "relation "
+
+
+# <linux/sockios.h>: an interface's primary IPv4 address, the one netifaces and `ip -4`
+# list first. Read with an ioctl so the charm needs neither a package nor `ip` on PATH.
+SIOCGIFADDR = 0x8915
+IFNAMSIZ = 16
 
 
 class WorkloadError(Exception):
@@ -327,6 +336,12 @@ class Workload:
             raise TrustError(_strip_prefix(result.stderr))
         return result.stdout.strip()
 
+    # -- network -------------------------------------------------------------------------
+
+    def interface_address(self, name: str) -> str:
+        """The IPv4 address of a network interface of this machine."""
+        return interface_address(name)
+
     # -- Ubuntu Pro ----------------------------------------------------------------------
 
     def pro_available(self) -> bool:
@@ -406,6 +421,32 @@ class Workload:
             return bool(json.loads(result.stdout).get("attached"))
         except ValueError:
             return False
+
+
+def interface_address(name: str) -> str:
+    """The IPv4 address of the network interface `name` (`public_interface`)."""
+    present = [interface for _, interface in socket.if_nameindex()]
+    if name not in present:
+        raise WorkloadError(no_such_interface(name, present))
+    request = struct.pack("256s", name.encode()[: IFNAMSIZ - 1])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            reply = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, request)
+        except OSError:
+            raise WorkloadError(no_ipv4_address(name)) from None
+    # struct ifreq: the name (IFNAMSIZ bytes), then a sockaddr_in whose address is at 4.
+    return socket.inet_ntoa(reply[IFNAMSIZ + 4 : IFNAMSIZ + 8])
+
+
+def no_such_interface(name: str, present: list[str]) -> str:
+    return (
+        f"network interface {name!r} does not exist on this machine "
+        f"(it has {', '.join(present) or 'none'})"
+    )
+
+
+def no_ipv4_address(name: str) -> str:
+    return f"network interface {name!r} has no IPv4 address"
 
 
 def _token_digest(token: str) -> str:

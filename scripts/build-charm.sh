@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Builds ./aar_ubuntu-22.04-amd64.charm the way `charmcraft pack` lays a charm out, without
+# Builds ./aar_ubuntu-22.04-<arch>.charm the way `charmcraft pack` lays a charm out, without
 # charmcraft (which needs an Ubuntu host or snapd). On Ubuntu with charmcraft, `charmcraft
 # pack` builds the same thing from charmcraft.yaml.
+#
+# The archive holds a native daemon and extension module, so it is for the architecture of
+# the machine that builds it: amd64 on x86_64, arm64 on aarch64 (Anbox runs one publisher
+# AMS per architecture, and the registry may sit on either). Build on an arm64 machine for
+# arm64 units; there is no cross build here. The name follows charmcraft's
+# <name>_<base>-<channel>-<arch>.charm (one archive serves 22.04 and 24.04).
 #
 # The archive holds:
 #   dispatch                 the charm plugin's dispatch script (runs src/charm.py)
@@ -16,10 +22,27 @@
 # optional C loader, which is added for both Ubuntu Pythons (3.10 on 22.04, 3.12 on 24.04).
 #
 # Usage: scripts/build-charm.sh            (uses .venv/, creating it when missing)
+#        scripts/build-charm.sh --name     prints the file name it builds on this machine
 # Env:   VENV=path   PYTHON=python3 used to create the venv
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
+
+# Juju's architecture name for this machine, and the manylinux platform tag of its wheels.
+case "$(uname -m)" in
+    x86_64) arch=amd64 wheel_platform=manylinux2014_x86_64 ;;
+    aarch64 | arm64) arch=arm64 wheel_platform=manylinux2014_aarch64 ;;
+    *)
+        echo "build-charm: cannot build on $(uname -m): the charm is built for amd64 or arm64, on a machine of that architecture" >&2
+        exit 1
+        ;;
+esac
+charm=aar_ubuntu-22.04-$arch.charm
+if [ "${1:-}" = "--name" ]; then
+    echo "$charm"
+    exit 0
+fi
+echo "build-charm: building $charm for $arch (this machine's architecture)"
 
 venv=${VENV:-$root/.venv}
 if [ ! -x "$venv/bin/maturin" ]; then
@@ -29,7 +52,6 @@ if [ ! -x "$venv/bin/maturin" ]; then
 fi
 py=$venv/bin/python
 
-charm=aar_ubuntu-22.04-amd64.charm
 build=$root/build/charm
 prime=$build/prime
 target_dir=$(cargo metadata --format-version 1 --no-deps | "$py" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
@@ -67,7 +89,7 @@ cp metadata.yaml config.yaml actions.yaml "$prime/"
 pip_target() {
     "$venv/bin/pip" install --quiet --disable-pip-version-check --no-compile \
         --target "$1" --python-version "$2" --implementation cp \
-        --platform manylinux2014_x86_64 --only-binary=:all: -r requirements.txt
+        --platform "$wheel_platform" --only-binary=:all: -r requirements.txt
 }
 pip_target "$prime/venv" 3.10
 rm -rf "$build/venv312"
@@ -99,11 +121,11 @@ bases:
 - name: ubuntu
   channel: '22.04'
   architectures:
-  - amd64
+  - $arch
 - name: ubuntu
   channel: '24.04'
   architectures:
-  - amd64
+  - $arch
 EOF
 
 # charmcraft's build_zip: deflated, symlinks followed (hooks hold copies of dispatch).
@@ -117,4 +139,4 @@ with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
             path = pathlib.Path(directory, name)
             archive.write(path, path.relative_to(prime))
 EOF
-echo "build-charm: built $root/$charm ($(du -h "$charm" | cut -f1))"
+echo "build-charm: built $root/$charm for $arch, Ubuntu 22.04 and 24.04 ($(du -h "$charm" | cut -f1))"

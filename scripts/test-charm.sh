@@ -49,7 +49,7 @@ export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
 # naming-conventions is the only linter ignored: `ua_token` and `storage_config` are the
 # product's documented option names (existing deployments set them), so they keep their
 # snake case. charmcraft.yaml's analysis.ignore says the same for `charmcraft pack`.
-"$tools/bin/charmcraft" analyse --ignore naming-conventions aar_ubuntu-22.04-amd64.charm
+"$tools/bin/charmcraft" analyse --ignore naming-conventions "$(scripts/build-charm.sh --name)"
 
 step "ruff"
 "$venv/bin/ruff" check charm tests scripts

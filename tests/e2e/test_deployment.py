@@ -1,7 +1,8 @@
 """The deployment story of issue 4, run on the built .charm without a Juju controller.
 
-install → ua_token → an AMS publisher relates, uploads and publishes over mTLS → an AMS in
-another model relates as a client and downloads it → that client departs and is refused at
+install → ua_token → an AMS publisher relates (its data JSON-encoded, as the reactive AMS
+charm sends it), uploads and publishes over mTLS → an AMS in another model relates as a
+client (raw data) and downloads it → that client departs and is refused at
 its next request → an invalid storage_config blocks while the registry keeps serving → a
 valid one recovers → actions → upgrade-charm keeps everything → stop leaves the data.
 """
@@ -12,6 +13,7 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,8 +24,14 @@ from fakejuju import Ams, Unit
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-CHARM = ROOT / "aar_ubuntu-22.04-amd64.charm"
 TOKEN = "C7vQ9xExampleProToken"
+
+
+def built_charm() -> Path:
+    """The archive scripts/build-charm.sh builds here: it is named for this architecture."""
+    script = ROOT / "scripts" / "build-charm.sh"
+    name = subprocess.run([script, "--name"], capture_output=True, text=True, check=True)
+    return ROOT / name.stdout.strip()
 
 
 def free_port() -> int:
@@ -34,9 +42,10 @@ def free_port() -> int:
 
 @pytest.fixture
 def unit(tmp_path):
-    if not CHARM.exists():
-        pytest.fail(f"{CHARM.name} is missing: build it with scripts/build-charm.sh")
-    machine = Unit(CHARM, tmp_path)
+    charm = built_charm()
+    if not charm.exists():
+        pytest.fail(f"{charm.name} is missing: build it with scripts/build-charm.sh")
+    machine = Unit(charm, tmp_path)
     model = machine.load()
     model["pro"] = {"valid": [TOKEN], "attached": False}
     machine.save(model)
@@ -84,11 +93,16 @@ def test_deployment_story(unit, tmp_path):
     assert "aar" in unit.load()["systemd_enabled"]
     assert oct((unit.sysroot / "etc/aar/aar.yaml").stat().st_mode & 0o777) == "0o600"
 
-    # juju relate ams aar:publisher
+    # juju relate ams:registry-publisher aar:publisher. The AMS charm is a reactive charm:
+    # every value it publishes is JSON-encoded (charms.reactive's Endpoint).
     publisher = make_identity("ams/0")
     pub_cert, pub_key = publisher.write(tmp_path)
     rid_pub = unit.add_relation("publisher", "ams")
-    unit.join(rid_pub, "ams/0", {"certificate": publisher.cert_pem, "mode": "publisher"})
+    unit.join(
+        rid_pub,
+        "ams/0",
+        {"certificate": json.dumps(publisher.cert_pem), "mode": json.dumps("publisher")},
+    )
     host, served_port, fingerprint = registry_of(unit, rid_pub)
     assert (host, served_port) == ("127.0.0.1", port)
     local = unit.relation(rid_pub)["local_unit"]
@@ -118,7 +132,8 @@ def test_deployment_story(unit, tmp_path):
     assert status == 201, published
     assert published["metadata"]["version"] == 1
 
-    # juju offer aar:client; juju relate ams-east <controller>/<model>.aar: the offer is
+    # juju offer aar:client; juju relate ams-east:registry-client <controller>/<model>.aar
+    # (this AMS sends its data raw, as a hand-written or ops-based charm would): the offer is
     # reached at the relation's own ingress address (127.0.0.2 stands for the address the
     # other model sees).
     client = make_identity("ams-east/0")

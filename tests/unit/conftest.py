@@ -44,6 +44,8 @@ class FakeWorkload:
         self.pro_rejects: dict[str, str] = {}
         self.pro_record: dict = {}
         self.pro_attaches = 0
+        # Network interfaces and their IPv4 address ("" for none), for public_interface.
+        self.interfaces = {"lo": "127.0.0.1", "eth0": "192.0.2.0"}
 
     # install ---------------------------------------------------------------------------
 
@@ -169,6 +171,15 @@ class FakeWorkload:
             "revoked_at": "2026-01-01T00:00:00Z",
         }
         return f"revoked {fp} permanently"
+
+    # network ---------------------------------------------------------------------------
+
+    def interface_address(self, name: str) -> str:
+        if name not in self.interfaces:
+            raise workload.WorkloadError(workload.no_such_interface(name, list(self.interfaces)))
+        if not self.interfaces[name]:
+            raise workload.WorkloadError(workload.no_ipv4_address(name))
+        return self.interfaces[name]
 
     # Ubuntu Pro ------------------------------------------------------------------------
 

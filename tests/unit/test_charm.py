@@ -320,9 +320,9 @@ def test_mode_that_does_not_match_the_endpoint_blocks_naming_both(ctx, fake, ams
         dataclasses.replace(state, relations=[relation]),
     )
     assert state.unit_status == testing.BlockedStatus(
-        "ams-east/0 asks for publisher access on the aar:client endpoint; relate it to "
-        "aar:publisher instead (juju relate <ams> aar:publisher) or set its registry mode "
-        "to client"
+        "ams-east/0 asks for publisher access on aar:client; relate "
+        "ams-east:registry-publisher to aar:publisher instead (juju remove-relation "
+        "ams-east aar:client; juju relate ams-east:registry-publisher aar:publisher)"
     )
     assert fake.trusted() == []
 
@@ -418,8 +418,9 @@ def test_second_publisher_unit_blocks_and_keeps_the_first(ctx, fake, ams):
         ctx.on.relation_changed(two, remote_unit=1), dataclasses.replace(state, relations=[two])
     )
     assert state.unit_status == testing.BlockedStatus(
-        "the publisher endpoint takes one AMS unit, but ams/0, ams/1 are related; keep one "
-        "(juju remove-unit <ams>/<n>) and relate the others to aar:client"
+        "the publisher endpoint takes one AMS unit, but ams/0, ams/1 are related; scale "
+        "that AMS to one unit (juju remove-unit ams/1) and relate other AMS applications "
+        "read-only (juju relate <ams>:registry-client aar:client)"
     )
     assert [c["fingerprint"] for c in fake.trusted()] == [ams["ams/0"].fingerprint]
 
@@ -463,7 +464,7 @@ def test_revoked_certificate_on_a_relation_blocks(ctx, fake, ams):
     state = ctx.run(ctx.on.update_status(), state)
     assert state.unit_status == testing.BlockedStatus(
         "the certificate of ams-east/0 (aar:client) was revoked; give that AMS a new "
-        "certificate, or remove the relation"
+        "certificate, or remove the relation (juju remove-relation ams-east aar:client)"
     )
 
 

@@ -82,3 +82,24 @@ def test_a_machine_attached_before_the_charm_keeps_its_subscription(machine):
     wl.pro_attach("any-token")
     assert [c for c in pro_calls(state) if c[1] in ("attach", "detach")] == []
     assert wl.pro_state("any-token") == (True, "")
+
+
+# -- network interfaces (public_interface) -----------------------------------------------
+
+
+def test_interface_address_of_loopback():
+    assert workload.interface_address("lo") == "127.0.0.1"
+
+
+def test_missing_interface_is_named_with_those_that_exist():
+    with pytest.raises(workload.WorkloadError) as error:
+        workload.interface_address("nosuchif0")
+    message = str(error.value)
+    assert message.startswith("network interface 'nosuchif0' does not exist on this machine")
+    assert "lo" in message
+
+
+def test_interface_name_too_long_for_the_kernel_is_refused_clearly():
+    with pytest.raises(workload.WorkloadError) as error:
+        workload.interface_address("x" * 40)
+    assert "does not exist on this machine" in str(error.value)
