@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use hyper::Method;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 fn names(list: &Value) -> Vec<String> {
     let mut v: Vec<String> = list["metadata"]
@@ -806,4 +807,26 @@ async fn manifest_type_errors_name_the_key_and_line() {
     }
     // Nothing was published by the refused attempts.
     p.get("/1.0/applications/typed").await.expect_error(404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_manifests_are_refused_at_once_while_others_are_served() {
+    let d = Daemon::start("http: {limits: {max-metadata-size: 1MiB}}\n");
+    let p = d.publisher();
+    let image = p.upload(b"nested image").await;
+    // Just under max-metadata-size (1 MiB) once wrapped in the JSON publish body.
+    let manifest = format!("name: nested\nextra: {}", "[".repeat(1_000_000));
+    let images = [("amd64", image.as_str())];
+    let reader = d.reader();
+    let started = std::time::Instant::now();
+    let (refused, listed) = tokio::join!(
+        p.publish("nested", Some(1), &manifest, &images),
+        reader.get("/1.0/applications"),
+    );
+    let took = started.elapsed();
+    let e = refused.expect_error(400);
+    assert!(e.contains("nests more than 32 levels"), "{e}");
+    listed.expect(200);
+    assert!(took < Duration::from_secs(3), "refusing took {took:?}");
+    println!("a 1 MB nested manifest refused over HTTPS in {took:?}");
 }

@@ -153,4 +153,18 @@ mod tests {
         assert_eq!(range("items=0-1", 10), RangeRequest::Full);
         assert_eq!(range("bytes=4-2", 10), RangeRequest::Full);
     }
+
+    proptest::proptest! {
+        /// Whatever a client sends, the answer is a range inside the image or none.
+        #[test]
+        fn any_range_header_resolves_inside_the_image(
+            value in "(bytes=)?[0-9 ,=-]{0,30}|\\PC{0,30}",
+            size in proptest::prelude::any::<u64>(),
+        ) {
+            let Ok(header) = HeaderValue::from_str(&value) else { return Ok(()) };
+            if let RangeRequest::Part(start, end) = parse_range(Some(&header), size) {
+                proptest::prop_assert!(start < end && end <= size, "{value:?} {size}: {start}..{end}");
+            }
+        }
+    }
 }
