@@ -53,6 +53,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(&Ready),
 ) -> anyhow::Result<()> {
+    warn_if_open_to_others(&config.state_directory, "state-directory");
+    if let StorageConfig::Fs(fs) = &config.storage {
+        // Inside the state directory, the state directory's own mode is what counts.
+        if !fs.root_directory.starts_with(&config.state_directory) {
+            warn_if_open_to_others(&fs.root_directory, "storage.fs.root-directory");
+        }
+    }
     fsutil::create_dirs(&config.state_directory).with_context(|| {
         format!(
             "creating state-directory {}",
@@ -131,6 +138,20 @@ async fn refresh_index(state: AppState, interval: std::time::Duration) {
         if let Err(e) = state.registry.refresh().await {
             tracing::warn!(error = %e, "refreshing the index from storage failed; serving the last one");
         }
+    }
+}
+
+/// Directories the daemon creates are 0700; one made earlier (by hand, by an older version:
+/// 0755) lets every local user read every image and manifest. Said at each start rather
+/// than changed behind the operator's back.
+fn warn_if_open_to_others(dir: &std::path::Path, key: &str) {
+    if let Some(mode) = fsutil::open_to_others(dir) {
+        tracing::warn!(
+            "{key} {} is open to other users (mode {mode:o}): any local user may read the \
+             images and manifests it holds; fix it with `chmod o-rwx {}`",
+            dir.display(),
+            dir.display()
+        );
     }
 }
 
