@@ -6,7 +6,7 @@ use crate::registry::Registry;
 use crate::storage::fs::FsStorage;
 use crate::storage::s3::{S3Storage, SharedS3};
 use crate::storage::Storage;
-use crate::trust::TrustCache;
+use crate::trust::{TrustCache, TrustStore};
 use crate::{fsutil, server, tls};
 use anyhow::Context;
 use std::future::Future;
@@ -53,6 +53,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(&Ready),
 ) -> anyhow::Result<()> {
+    warn_if_open_to_others(&config.state_directory, "state-directory");
+    if let StorageConfig::Fs(fs) = &config.storage {
+        // Inside the state directory, the state directory's own mode is what counts.
+        if !fs.root_directory.starts_with(&config.state_directory) {
+            warn_if_open_to_others(&fs.root_directory, "storage.fs.root-directory");
+        }
+    }
     fsutil::create_dirs(&config.state_directory).with_context(|| {
         format!(
             "creating state-directory {}",
@@ -61,7 +68,13 @@ pub async fn run(
     })?;
     let identity =
         tls::load_or_generate(&config.http.tls, config.http.addr, &config.http.advertise)?;
-    let tls_config = Arc::new(tls::server_config(&identity, config.http.tls.min_version)?);
+    let trust = Arc::new(TrustCache::new(&config.state_directory));
+    trust.refresh().context("reading the trust store")?;
+    let tls_config = Arc::new(tls::server_config(
+        &identity,
+        config.http.tls.min_version,
+        Arc::clone(&trust),
+    )?);
     let storage = open_storage(&config).await?;
     let registry = Registry::open(storage)
         .await
@@ -70,8 +83,6 @@ pub async fn run(
         .await
         .with_context(|| format!("listening on http.addr {}", config.http.addr))?;
     let addr = listener.local_addr()?;
-    let trust = TrustCache::new(&config.state_directory);
-    trust.refresh().context("reading the trust store")?;
     let state = AppState::new(Shared {
         trust,
         limits: config.http.limits.clone(),
@@ -94,6 +105,10 @@ pub async fn run(
         .registry
         .refresh_interval()
         .map(|every| tokio::spawn(refresh_index(state.clone(), every)));
+    announce_trust_problems(&config.state_directory);
+    let announcer = tokio::spawn(announce_trust_problems_daily(
+        config.state_directory.clone(),
+    ));
     ready(&Ready {
         addr,
         storage: state.registry.storage_kind(),
@@ -113,6 +128,7 @@ pub async fn run(
     if let Some(scrubber) = scrubber {
         scrubber.abort();
     }
+    announcer.abort();
     if let Some(refresher) = refresher {
         refresher.abort();
     }
@@ -131,6 +147,44 @@ async fn refresh_index(state: AppState, interval: std::time::Duration) {
         if let Err(e) = state.registry.refresh().await {
             tracing::warn!(error = %e, "refreshing the index from storage failed; serving the last one");
         }
+    }
+}
+
+/// Directories the daemon creates are 0700; one made earlier (by hand, by an older version:
+/// 0755) lets every local user read every image and manifest. Said at each start rather
+/// than changed behind the operator's back.
+fn warn_if_open_to_others(dir: &std::path::Path, key: &str) {
+    if let Some(mode) = fsutil::open_to_others(dir) {
+        tracing::warn!(
+            "{key} {} is open to other users (mode {mode:o}): any local user may read the \
+             images and manifests it holds; fix it with `chmod o-rwx {}`",
+            dir.display(),
+            dir.display()
+        );
+    }
+}
+
+/// Warns about trusted certificates that expire within 30 days, have expired, or can never
+/// connect, so the operator hears of it before (or as soon as) an AMS is locked out.
+fn announce_trust_problems(state_directory: &std::path::Path) {
+    // A store that cannot be read is reported by the trust cache already.
+    let Ok(file) = TrustStore::open(state_directory).list() else {
+        return;
+    };
+    for warning in crate::trust::audit(&file, crate::trust::unix_now()) {
+        tracing::warn!("{warning}");
+    }
+}
+
+/// [`announce_trust_problems`] once a day after the one at start.
+async fn announce_trust_problems_daily(state_directory: std::path::PathBuf) {
+    let day = std::time::Duration::from_secs(24 * 3600);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + day, day);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let dir = state_directory.clone();
+        let _ = tokio::task::spawn_blocking(move || announce_trust_problems(&dir)).await;
     }
 }
 

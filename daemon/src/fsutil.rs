@@ -2,10 +2,15 @@
 //! rename, fsync of the directory. A reader (or a restart after `kill -9`) sees the old
 //! file or the new one, never a mix; leftovers carry [`TEMP_PREFIX`] so start-up can
 //! remove them.
+//!
+//! Directories made here are 0700: they hold every image and manifest, the trust store and
+//! the server key, and only the daemon's user (and root, for backups) has any business in
+//! them. Files take the mode their writer asks for, 0600 for everything but the server
+//! certificate.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Prefix of every temporary file; nothing else in a managed directory starts with it.
@@ -19,7 +24,8 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Creates `path`'s parent directories and makes each new one durable in its parent.
+/// Creates `dir` and its missing parents (0700) and makes each new one durable in its
+/// parent. Existing directories keep their mode.
 pub fn create_dirs(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
@@ -27,7 +33,7 @@ pub fn create_dirs(dir: &Path) -> io::Result<()> {
     if let Some(parent) = dir.parent() {
         create_dirs(parent)?;
     }
-    match fs::create_dir(dir) {
+    match DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(e),
@@ -36,6 +42,13 @@ pub fn create_dirs(dir: &Path) -> io::Result<()> {
         fsync_dir(parent)?;
     }
     Ok(())
+}
+
+/// The permission bits of `dir` when other users may list, enter or write it; `None` when
+/// they may not, or when it does not exist.
+pub fn open_to_others(dir: &Path) -> Option<u32> {
+    let mode = fs::metadata(dir).ok()?.permissions().mode() & 0o777;
+    (mode & 0o007 != 0).then_some(mode)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,5 +131,21 @@ mod tests {
         write_atomic(&path, b"three", 0o600, Replace::Overwrite).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"three");
         assert_eq!(remove_temp_files(path.parent().unwrap()).unwrap(), 0);
+    }
+
+    #[test]
+    fn new_directories_are_private_and_existing_ones_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        create_dirs(&dir.path().join("a/b")).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("a")), 0o700);
+        assert_eq!(mode(&dir.path().join("a/b")), 0o700);
+        assert_eq!(mode(dir.path()), 0o755);
+        assert_eq!(open_to_others(dir.path()), Some(0o755));
+        assert_eq!(open_to_others(&dir.path().join("a")), None);
+        assert_eq!(open_to_others(&dir.path().join("missing")), None);
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o750)).unwrap();
+        assert_eq!(open_to_others(dir.path()), None);
     }
 }

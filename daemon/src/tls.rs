@@ -6,8 +6,13 @@
 //! possession of its key (the CertificateVerify signature is checked as usual). Whether
 //! the fingerprint is trusted, and in which role, is decided per request by the HTTP
 //! layer, which is what lets a revocation cut off an already-open connection.
+//!
+//! A handshake that fails for a *trusted* certificate is logged at warn with the reason:
+//! that is an AMS the operator meant to let in, locked out. Anyone else's failures stay at
+//! debug, since any client on the network can cause them.
 
 use crate::config::{TlsConfig, TlsVersion};
+use crate::trust::{Access, TrustCache};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
@@ -174,9 +179,11 @@ fn generate(cert_path: &Path, key_path: &Path, names: &[String]) -> Result<(), T
     Ok(())
 }
 
+/// `trust` only serves to tell which handshake failures concern a trusted certificate.
 pub fn server_config(
     identity: &ServerIdentity,
     min_version: TlsVersion,
+    trust: Arc<TrustCache>,
 ) -> Result<ServerConfig, TlsError> {
     let provider = provider();
     let versions: &[&rustls::SupportedProtocolVersion] = match min_version {
@@ -185,6 +192,7 @@ pub fn server_config(
     };
     let verifier = Arc::new(RequestClientCert {
         algorithms: provider.signature_verification_algorithms,
+        trust,
     });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)?
@@ -195,9 +203,44 @@ pub fn server_config(
 }
 
 /// Asks every client for a certificate and checks only that the client holds its key.
-#[derive(Debug)]
 struct RequestClientCert {
     algorithms: WebPkiSupportedAlgorithms,
+    trust: Arc<TrustCache>,
+}
+
+impl std::fmt::Debug for RequestClientCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestClientCert")
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequestClientCert {
+    /// The signature check is where a certificate the TLS stack cannot use fails (an X.509
+    /// v1 certificate, an RSA key under 2048 bits), so it is where the reason is known.
+    fn report(&self, cert: &CertificateDer<'_>, error: &rustls::Error) {
+        let fingerprint = crate::trust::fingerprint(cert);
+        match self.trust.lookup(&fingerprint) {
+            Access::Trusted(_) | Access::Expired { .. } => {
+                let reason = match crate::trust::unusable(cert) {
+                    Some(reason) => format!(
+                        "the certificate {reason}; {}, then remove this one \
+                         (`aar trust remove {fingerprint}`)",
+                        reason.fix()
+                    ),
+                    None => error.to_string(),
+                };
+                tracing::warn!(
+                    %fingerprint,
+                    "TLS handshake failed for a trusted client certificate: {reason}"
+                );
+            }
+            Access::Revoked | Access::Unknown => {
+                tracing::debug!(%fingerprint, %error, "client certificate refused in the TLS handshake");
+            }
+        }
+    }
 }
 
 impl ClientCertVerifier for RequestClientCert {
@@ -231,6 +274,7 @@ impl ClientCertVerifier for RequestClientCert {
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+            .inspect_err(|e| self.report(cert, e))
     }
 
     fn verify_tls13_signature(
@@ -240,6 +284,7 @@ impl ClientCertVerifier for RequestClientCert {
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+            .inspect_err(|e| self.report(cert, e))
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

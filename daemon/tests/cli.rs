@@ -213,6 +213,51 @@ fn config_check_never_echoes_secrets() {
     assert!(!all.contains(secret), "secret leaked in: {all}");
 }
 
+/// A secret pasted into the wrong field (or as a key) is refused without being quoted: at
+/// most 4 of its characters in a row reach the message, which names the key path instead.
+#[test]
+fn config_check_never_quotes_a_secret_pasted_into_the_wrong_field() {
+    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY";
+    let base = "storage:\n  s3:\n    region: eu-west-3\n    bucket: aar0\n";
+    let cases = [
+        ("storage.s3.region", format!("storage:\n  s3:\n    region: {secret}\n    bucket: aar0\n")),
+        ("storage.s3.bucket", format!("storage:\n  s3:\n    region: eu-west-3\n    bucket: {secret}\n")),
+        ("storage.s3.endpoint", format!("{base}    endpoint: {secret}\n")),
+        ("storage.s3.presign-duration", format!("{base}    presign-duration: {secret}\n")),
+        (
+            "storage.s3.cloudfront.keypair-id",
+            format!("{base}    cloudfront:\n      base-url: d1.cloudfront.net\n      keypair-id: {secret}\n      private-key: x\n"),
+        ),
+        (
+            "storage.s3.cloudfront.duration",
+            format!("{base}    cloudfront:\n      base-url: d1.cloudfront.net\n      duration: {secret}\n"),
+        ),
+        ("storage.s3.?", format!("{base}    {secret}: x\n")),
+        ("storage.s3.?", format!("{base}    AKIAIOSFODNN7EXAMPLE: x\n")),
+    ];
+    for (path, text) in cases {
+        let msg = check_fails(&text);
+        assert!(
+            msg.contains(&format!("{path} (line ")),
+            "names {path}: {msg}"
+        );
+        for piece in secret
+            .as_bytes()
+            .windows(5)
+            .chain(b"AKIAIOSFODNN7EXAMPLE".windows(5))
+        {
+            let piece = std::str::from_utf8(piece).unwrap();
+            assert!(!msg.contains(piece), "{piece:?} shown in: {msg}");
+        }
+    }
+    // A short value shows its first characters and its length; a key name that reads like
+    // one is still named, with the closest valid key.
+    let msg = check_fails(&format!("{base}    endpoint: 127.0.0.1:9000\n"));
+    assert!(msg.ends_with("storage.s3.endpoint (line 5, column 15): invalid endpoint \"127.…\" (14 characters): add the scheme, http:// or https://, before the host"), "{msg}");
+    let msg = check_fails(&format!("{base}    endpiont: http://127.0.0.1:9000\n"));
+    assert!(msg.ends_with(r#"storage.s3.endpiont (line 5, column 5): unknown key "endpiont"; did you mean "endpoint"?"#), "{msg}");
+}
+
 #[test]
 fn config_check_missing_file() {
     let out = Command::new(BIN)

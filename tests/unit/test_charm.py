@@ -168,8 +168,8 @@ INVALID_STORAGE = [
         "      base-url: d1.cloudfront.net\n      keypair-id: K1\n      duration: 1 minute\n"
         "      private-key: |\n        -----BEGIN RSA PRIVATE KEY-----\n        MIIB\n"
         "        -----END RSA PRIVATE KEY-----\n",
-        'storage.s3.cloudfront.duration (line 8, column 17): invalid duration "1 minute": '
-        "use a number and a unit, e.g. 30s, 1m, 1h30m",
+        'storage.s3.cloudfront.duration (line 8, column 17): invalid duration "1 mi…" '
+        "(8 characters): use a number and a unit, e.g. 30s, 1m, 1h30m",
     ),
     (
         "http:\n  addr: 0.0.0.0:1\n",

@@ -68,6 +68,35 @@ def test_config_error_carries_key_line_and_column():
     assert error.detail == 'unknown key "buckit"; did you mean "bucket"?'
 
 
+SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+S3 = "storage:\n  s3:\n    region: eu-west-3\n    bucket: aar0\n"
+CLOUDFRONT = S3 + "    cloudfront:\n      base-url: d1.cloudfront.net\n"
+
+
+@pytest.mark.parametrize(
+    ("document", "path"),
+    [
+        (f"storage:\n  s3:\n    region: {SECRET}\n    bucket: aar0\n", "storage.s3.region"),
+        (f"storage:\n  s3:\n    region: eu-west-3\n    bucket: {SECRET}\n", "storage.s3.bucket"),
+        (S3 + f"    endpoint: {SECRET}\n", "storage.s3.endpoint"),
+        (CLOUDFRONT + f"      keypair-id: {SECRET}\n", "storage.s3.cloudfront.keypair-id"),
+        (CLOUDFRONT + f"      duration: {SECRET}\n", "storage.s3.cloudfront.duration"),
+        (S3 + f"    {SECRET}: x\n", "storage.s3.?"),
+        (S3 + "    AKIAIOSFODNN7EXAMPLE: x\n", "storage.s3.?"),
+    ],
+)
+def test_a_secret_in_the_wrong_field_is_never_quoted(document, path):
+    """What reaches Juju status shows at most 4 characters of a value in a row."""
+    with pytest.raises(aar_ext.ConfigError) as refused:
+        aar_ext.check_storage_config(document)
+    error = refused.value
+    assert error.path == path
+    shown = f"{error} {error.detail} {error.path}"
+    for secret in (SECRET, "AKIAIOSFODNN7EXAMPLE"):
+        for start in range(len(secret) - 4):
+            assert secret[start : start + 5] not in shown, shown
+
+
 @pytest.mark.parametrize("port", [0, -1, 65536])
 def test_port_out_of_range_is_refused(tmp_path, port):
     with pytest.raises(aar_ext.ConfigError) as refused:

@@ -40,6 +40,25 @@ fn refuse(fingerprint: Option<Arc<str>>) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, message)
 }
 
+/// A trusted certificate past its validity. Its holder proved possession of the key, so
+/// saying why costs nothing and saves a support round-trip. Every refusal is a warn line:
+/// with no metrics in the daemon, the log is where they are counted.
+fn refuse_expired(fingerprint: Option<Arc<str>>, not_after: i64) -> ApiError {
+    let fingerprint = fingerprint.unwrap_or_default();
+    let not_after = crate::trust::format_unix_time(not_after);
+    tracing::warn!(
+        %fingerprint,
+        %not_after,
+        "refused a request: the client certificate expired"
+    );
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "this client certificate (fingerprint {fingerprint}) expired on {not_after} and is no longer accepted; issue a new certificate for this AMS and have the registry's operator trust it (`aar trust add`, or relate the AMS unit again)"
+        ),
+    )
+}
+
 /// A caller allowed to read: any trusted certificate.
 pub struct Reader;
 
@@ -52,6 +71,7 @@ impl FromRequestParts<AppState> for Reader {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match access(parts, state) {
             (_, Access::Trusted(_)) => Ok(Reader),
+            (fp, Access::Expired { not_after }) => Err(refuse_expired(fp, not_after)),
             (fp, _) => Err(refuse(fp)),
         }
     }
@@ -67,6 +87,7 @@ impl FromRequestParts<AppState> for Publisher {
                 StatusCode::FORBIDDEN,
                 "this certificate is trusted as a client, which is read-only; writes need the publisher's certificate",
             )),
+            (fp, Access::Expired { not_after }) => Err(refuse_expired(fp, not_after)),
             (fp, _) => Err(refuse(fp)),
         }
     }

@@ -28,7 +28,8 @@ pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
     pub registry: Registry,
-    pub trust: TrustCache,
+    /// Shared with the TLS layer, which logs handshake failures of trusted certificates.
+    pub trust: Arc<TrustCache>,
     pub limits: Limits,
     pub server_fingerprint: String,
 }
@@ -72,7 +73,7 @@ async fn server_info(State(state): State<AppState>, request: Request) -> Respons
     let (_, access) = identity::access(&parts, &state);
     let (auth, role) = match access {
         Access::Trusted(role) => ("trusted", Some(role)),
-        Access::Revoked | Access::Unknown => ("untrusted", None),
+        Access::Expired { .. } | Access::Revoked | Access::Unknown => ("untrusted", None),
     };
     let info = ServerInfo {
         api_version: "1.0",

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::trust::{
-    parse_certificate_from, preemptive_target, AddOutcome, Found, RevokedCert, Role, TrustError,
-    TrustStore, TrustedCert,
+    check_trustable, parse_certificate_from, preemptive_target, unix_now, AddOutcome, Expiry,
+    Found, RevokedCert, Role, TrustError, TrustStore, TrustedCert,
 };
 
 /// Far above any certificate, low enough that piping in the wrong file fails fast.
@@ -116,8 +116,9 @@ pub fn run_with(
                     (read_stdin(stdin)?, "standard input".to_owned())
                 }
             };
-            // Parsed here as well as in the store so that errors name the file.
-            let (info, _) = parse_certificate_from(&input, &source)?;
+            // Parsed and checked here as well as in the store so that errors name the file.
+            let (info, der) = parse_certificate_from(&input, &source)?;
+            check_trustable(&der, &source, unix_now())?;
             let outcome = store.add(&input, role, &origin)?;
             let (fp, subject) = (&info.fingerprint, printable(&info.subject));
             match outcome {
@@ -252,27 +253,39 @@ fn printable_or(text: &str, empty: &str) -> String {
 }
 
 /// One row of `trust list`: the stored entry without its PEM, which would swamp every
-/// format and is not needed to identify a certificate.
+/// format and is not needed to identify a certificate, plus where it stands against its
+/// expiry (`valid`, `soon`: within 30 days, `expired`, `unknown`).
 #[derive(Serialize)]
 struct TrustedRow<'a> {
     fingerprint: &'a str,
     role: Role,
     subject: &'a str,
     not_after: &'a str,
+    expiry: &'static str,
     origin: &'a str,
     added_at: &'a str,
 }
 
-impl<'a> From<&'a TrustedCert> for TrustedRow<'a> {
-    fn from(c: &'a TrustedCert) -> Self {
+impl<'a> TrustedRow<'a> {
+    fn new(c: &'a TrustedCert, now: i64) -> Self {
         TrustedRow {
             fingerprint: &c.fingerprint,
             role: c.role,
             subject: &c.subject,
             not_after: &c.not_after,
+            expiry: Expiry::of(&c.not_after, now).as_str(),
             origin: &c.origin,
             added_at: &c.added_at,
         }
+    }
+}
+
+/// The date, and how soon it comes when that needs attention: "… (in 12 days)".
+fn expires_cell(not_after: &str, now: i64) -> String {
+    let date = printable_or(not_after, "-");
+    match Expiry::of(not_after, now).note() {
+        Some(note) => format!("{date} ({note})"),
+        None => date,
     }
 }
 
@@ -281,6 +294,7 @@ fn list_trusted(
     format: ListFormat,
     out: &mut dyn Write,
 ) -> Result<(), TrustError> {
+    let now = unix_now();
     if format == ListFormat::Table {
         let cells = certs
             .iter()
@@ -289,7 +303,7 @@ fn list_trusted(
                     c.fingerprint.clone(),
                     c.role.to_string(),
                     printable_or(&c.subject, "-"),
-                    printable_or(&c.not_after, "-"),
+                    expires_cell(&c.not_after, now),
                     printable_or(&c.origin, "-"),
                     printable_or(&c.added_at, "-"),
                 ]
@@ -305,7 +319,7 @@ fn list_trusted(
         ];
         return table(&header, cells, out);
     }
-    let rows: Vec<TrustedRow<'_>> = certs.iter().map(TrustedRow::from).collect();
+    let rows: Vec<TrustedRow<'_>> = certs.iter().map(|c| TrustedRow::new(c, now)).collect();
     structured(&rows, TRUSTED_COLUMNS, format, out)
 }
 
@@ -337,6 +351,7 @@ const TRUSTED_COLUMNS: &[&str] = &[
     "role",
     "subject",
     "not_after",
+    "expiry",
     "origin",
     "added_at",
 ];
@@ -694,7 +709,7 @@ mod tests {
         let env = Env::new();
         assert_eq!(
             env.ok(&["list", "--format", "csv"]),
-            "fingerprint,role,subject,not_after,origin,added_at\n"
+            "fingerprint,role,subject,not_after,expiry,origin,added_at\n"
         );
         let (a, b) = two_trusted(&env);
         let out = env.ok(&["list", "--format", "csv"]);
@@ -706,6 +721,7 @@ mod tests {
                 "role",
                 "subject",
                 "not_after",
+                "expiry",
                 "origin",
                 "added_at"
             ]
@@ -716,7 +732,8 @@ mod tests {
         assert_eq!(&rows[0][1], "publisher");
         assert_eq!(&rows[0][2], SUBJECT);
         assert_eq!(&rows[0][3], "4096-01-01T00:00:00Z");
-        assert_eq!(&rows[0][4], "relation");
+        assert_eq!(&rows[0][4], "valid");
+        assert_eq!(&rows[0][5], "relation");
         assert_eq!(&rows[1][0], b.fp);
         assert_eq!(&rows[1][1], "client");
     }
@@ -742,6 +759,7 @@ mod tests {
                 "role",
                 "subject",
                 "not_after",
+                "expiry",
                 "origin",
                 "added_at",
             ];

@@ -19,11 +19,20 @@ const UNITS: &[(&str, u128)] = &[
 
 const HOW: &str = "use a number and a unit, e.g. 30s, 1m, 1h30m";
 
+/// Units people write that Go does not take; named back in errors because they come from
+/// this list, not from the value (which is never quoted: it could be a misplaced secret).
+const FOREIGN_UNITS: &[&str] = &[
+    "d", "day", "days", "w", "wk", "week", "weeks", "mo", "month", "months", "y", "yr", "year",
+    "years", "sec", "secs", "second", "seconds", "min", "mins", "minute", "minutes", "hr", "hrs",
+    "hour", "hours",
+];
+
 /// Parses a Go-style duration. A bare number is refused (its unit would be a guess), except
 /// `0`, which Go accepts too and which means the same in every unit. Negative durations are
-/// refused. The error is a complete sentence that quotes the value.
+/// refused. The error is a complete sentence that shows the value only as
+/// [`redact::value`](super::redact::value) does.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let fail = |why: &str| format!("invalid duration {text:?}: {why}");
+    let fail = |why: &str| format!("invalid duration {}: {why}", super::redact::value(text));
     let (negative, unsigned) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
         Some(b'+') => (false, &text[1..]),
@@ -36,7 +45,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         && unsigned.bytes().all(|b| b.is_ascii_digit() || b == b'.')
         && unsigned.bytes().any(|b| b.is_ascii_digit())
     {
-        return Err(fail(&format!("add a unit, e.g. {unsigned}s")));
+        return Err(fail("add a unit, e.g. 30s"));
     }
     if unsigned.is_empty() {
         return Err(fail(HOW));
@@ -64,9 +73,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
         let Some(&(_, scale)) = UNITS.iter().find(|(name, _)| *name == unit) else {
             if !unit.is_empty() && unit.chars().all(char::is_alphabetic) {
-                return Err(fail(&format!(
-                    "unknown unit {unit:?}; use ns, us, ms, s, m or h"
-                )));
+                let lower = unit.to_lowercase();
+                let known = FOREIGN_UNITS.contains(&lower.as_str())
+                    || UNITS.iter().any(|(name, _)| *name == lower);
+                return Err(fail(&if known {
+                    format!("unknown unit {unit:?}; use ns, us, ms, s, m or h")
+                } else {
+                    "unknown unit; use ns, us, ms, s, m or h".to_owned()
+                }));
             }
             return Err(fail(HOW));
         };
@@ -165,10 +179,13 @@ mod tests {
 
     #[test]
     fn refuses_bare_numbers() {
-        assert_eq!(err("30"), r#"invalid duration "30": add a unit, e.g. 30s"#);
+        assert_eq!(
+            err("30"),
+            r#"invalid duration "3…" (2 characters): add a unit, e.g. 30s"#
+        );
         assert_eq!(
             err("1.5"),
-            r#"invalid duration "1.5": add a unit, e.g. 1.5s"#
+            r#"invalid duration "1…" (3 characters): add a unit, e.g. 30s"#
         );
     }
 
@@ -177,12 +194,18 @@ mod tests {
         let how = "use a number and a unit, e.g. 30s, 1m, 1h30m";
         assert_eq!(
             err("5 minutes"),
-            format!(r#"invalid duration "5 minutes": {how}"#)
+            format!(r#"invalid duration "5 mi…" (9 characters): {how}"#)
         );
         for text in [
             "", "s", "h1", "1h30", "1h 30m", " 1h", ".s", "1..5s", "-", "+",
         ] {
-            assert_eq!(err(text), format!("invalid duration {text:?}: {how}"));
+            assert_eq!(
+                err(text),
+                format!(
+                    "invalid duration {}: {how}",
+                    crate::config::redact::value(text)
+                )
+            );
         }
     }
 
@@ -190,15 +213,20 @@ mod tests {
     fn names_an_unknown_unit() {
         assert_eq!(
             err("7d"),
-            r#"invalid duration "7d": unknown unit "d"; use ns, us, ms, s, m or h"#
+            r#"invalid duration "7…" (2 characters): unknown unit "d"; use ns, us, ms, s, m or h"#
         );
         assert_eq!(
             err("1H"),
-            r#"invalid duration "1H": unknown unit "H"; use ns, us, ms, s, m or h"#
+            r#"invalid duration "1…" (2 characters): unknown unit "H"; use ns, us, ms, s, m or h"#
         );
         assert_eq!(
             err("5minutes"),
-            r#"invalid duration "5minutes": unknown unit "minutes"; use ns, us, ms, s, m or h"#
+            r#"invalid duration "5min…" (8 characters): unknown unit "minutes"; use ns, us, ms, s, m or h"#
+        );
+        // Any other run of letters may be part of a secret: not named.
+        assert_eq!(
+            err("1AKIAIOSFODNN"),
+            r#"invalid duration "1AKI…" (13 characters): unknown unit; use ns, us, ms, s, m or h"#
         );
     }
 
@@ -206,14 +234,17 @@ mod tests {
     fn refuses_negative_and_huge() {
         assert_eq!(
             err("-5s"),
-            r#"invalid duration "-5s": must not be negative"#
+            r#"invalid duration "-…" (3 characters): must not be negative"#
         );
         assert_eq!(
             err("9999999999999h"),
-            r#"invalid duration "9999999999999h": too large"#
+            r#"invalid duration "9999…" (14 characters): too large"#
         );
         let long = format!("{}s", "9".repeat(60));
-        assert_eq!(err(&long), format!("invalid duration {long:?}: too large"));
+        assert_eq!(
+            err(&long),
+            "invalid duration (61 characters, not shown): too large"
+        );
     }
 
     #[test]

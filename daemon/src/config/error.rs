@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::de::{DeserializeOwned, IgnoredAny};
 
 use super::locate::{self, Segment, Target};
+use super::redact;
 
 /// Why a config file or `storage_config` document was refused.
 #[derive(Debug, thiserror::Error)]
@@ -345,6 +346,7 @@ fn from_serde(
     let mut position = inner.location().map(|l| (l.line(), l.column()));
     let shown = inner.to_string();
 
+    let mut hidden_key = false;
     let message = match cut_tagged(&shown) {
         Some(message) => message.to_owned(),
         None => {
@@ -354,23 +356,39 @@ fn from_serde(
                     .unwrap_or(&shown),
                 None => &shown,
             };
-            reword(bare, &mut segments, &mut position, text, root)
+            reword(
+                bare,
+                &mut segments,
+                &mut position,
+                text,
+                root,
+                &mut hidden_key,
+            )
         }
     };
     if position.is_none() {
         position = locate::locate(text, &segments, Target::Value);
     }
+    // Located above with the key as written; named in the path only if it may be shown.
+    if hidden_key {
+        if let Some(last) = segments.last_mut() {
+            *last = Segment::Unknown;
+        }
+    }
     ConfigError::invalid(path_string(&segments), position, message)
 }
 
 /// Rewords the messages serde and serde_yaml_ng write themselves. A duplicate key moves
-/// the error to the key (serde reports it against the enclosing mapping).
+/// the error to the key (serde reports it against the enclosing mapping). An unknown key
+/// that may be a pasted secret is not named; `hidden_key` then says the path must not name
+/// it either.
 fn reword(
     bare: &str,
     segments: &mut Vec<Segment>,
     position: &mut Option<(usize, usize)>,
     text: &str,
     root: Root,
+    hidden_key: &mut bool,
 ) -> String {
     if let Some(found) = bare.find("unknown field `") {
         // serde_path_to_error has already appended the unknown key to the path.
@@ -387,6 +405,7 @@ fn reword(
             .iter()
             .map(Segment::as_key)
             .collect();
+        *hidden_key = redact::key_name(&key).is_none();
         unknown_key(&key, &expected, &parent, root)
     } else if let Some(found) = bare.find("duplicate field `") {
         let key = bare[found + "duplicate field `".len()..]
@@ -396,8 +415,11 @@ fn reword(
         let first = locate::locate(text, segments, Target::Key { occurrence: 1 });
         *position = locate::locate(text, segments, Target::Key { occurrence: 2 });
         match first {
-            Some((line, _)) => format!("duplicate key {key:?}; it is already set on line {line}"),
-            None => format!("duplicate key {key:?}"),
+            Some((line, _)) => format!(
+                "duplicate key {}; it is already set on line {line}",
+                redact::key(&key)
+            ),
+            None => format!("duplicate key {}", redact::key(&key)),
         }
     } else if let Some(found) = bare.find("missing field `") {
         let key = bare[found + "missing field `".len()..].trim_end_matches('`');
@@ -467,13 +489,16 @@ fn expected_names(listed: &str) -> Vec<String> {
         .collect()
 }
 
+/// Names the key only as [`redact::key`] allows; the closest valid key is always named,
+/// since it comes from the schema.
 fn unknown_key(key: &str, expected: &[String], parent: &[&str], root: Root) -> String {
+    let shown = redact::key(key);
     if let Some(similar) = suggest(key, expected) {
-        return format!("unknown key {key:?}; did you mean {similar:?}?");
+        return format!("unknown key {shown}; did you mean {similar:?}?");
     }
     if parent.is_empty() && (key == "fs" || key == "s3") {
         return format!(
-            "unknown key {key:?}; a storage backend goes under the top-level \"storage:\" key"
+            "unknown key {shown}; a storage backend goes under the top-level \"storage:\" key"
         );
     }
     let here = parent.join(".");
@@ -487,13 +512,13 @@ fn unknown_key(key: &str, expected: &[String], parent: &[&str], root: Root) -> S
         .collect();
     if !elsewhere.is_empty() {
         return format!(
-            "unknown key {key:?} here; it belongs under {} (check the indentation)",
+            "unknown key {shown} here; it belongs under {} (check the indentation)",
             elsewhere.join(" or ")
         );
     }
     match expected {
-        [] => format!("unknown key {key:?}; no keys are allowed here"),
-        _ => format!("unknown key {key:?}; valid keys: {}", expected.join(", ")),
+        [] => format!("unknown key {shown}; no keys are allowed here"),
+        _ => format!("unknown key {shown}; valid keys: {}", expected.join(", ")),
     }
 }
 

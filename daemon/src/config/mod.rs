@@ -14,6 +14,7 @@ mod duration;
 mod error;
 mod file;
 mod locate;
+mod redact;
 mod size;
 mod values;
 

@@ -14,11 +14,18 @@ const UNITS: &[(&str, u64)] = &[
 
 const HOW: &str = "use a number of bytes, or a number and a unit, e.g. 512MiB or 2GB";
 
+/// Units people write that are not taken; named back in errors because they come from this
+/// list, not from the value (which is never quoted: it could be a misplaced secret).
+const FOREIGN_UNITS: &[&str] = &[
+    "k", "m", "g", "t", "p", "e", "ki", "mi", "gi", "ti", "pi", "ei", "pb", "pib", "eb", "eib",
+    "byte", "bytes",
+];
+
 /// Parses a size in bytes. Units are B, KB, MB, GB, TB (powers of 1000) and KiB, MiB, GiB,
 /// TiB (powers of 1024), matched without regard to case; a space may separate number and
 /// unit. A fraction is allowed when it comes to a whole number of bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let fail = |why: &str| format!("invalid size {text:?}: {why}");
+    let fail = |why: &str| format!("invalid size {}: {why}", super::redact::value(text));
     let s = text.trim();
     let int_len = s.bytes().take_while(u8::is_ascii_digit).count();
     let int_part = &s[..int_len];
@@ -45,9 +52,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         {
             Some(&(_, multiplier)) => multiplier,
             None if unit.chars().all(char::is_alphabetic) => {
-                return Err(fail(&format!(
-                    "unknown unit {unit:?}; use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB"
-                )))
+                let how = "use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB";
+                return Err(fail(
+                    &if FOREIGN_UNITS.contains(&unit.to_lowercase().as_str()) {
+                        format!("unknown unit {unit:?}; {how}")
+                    } else {
+                        format!("unknown unit; {how}")
+                    },
+                ));
             }
             None => return Err(fail(HOW)),
         }
@@ -128,24 +140,28 @@ mod tests {
         for text in ["", "lots", "-1", "1e9", "GiB", "1 2MB", "1.2.3MB"] {
             assert_eq!(
                 parse_size(text).unwrap_err(),
-                format!("invalid size {text:?}: {how}")
+                format!("invalid size {}: {how}", crate::config::redact::value(text))
             );
         }
         assert_eq!(
             parse_size("64G").unwrap_err(),
-            r#"invalid size "64G": unknown unit "G"; use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB"#
+            r#"invalid size "6…" (3 characters): unknown unit "G"; use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB"#
+        );
+        assert_eq!(
+            parse_size("1secretvalue").unwrap_err(),
+            r#"invalid size "1sec…" (12 characters): unknown unit; use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB"#
         );
         assert_eq!(
             parse_size("0.3KiB").unwrap_err(),
-            r#"invalid size "0.3KiB": not a whole number of bytes"#
+            r#"invalid size "0.3…" (6 characters): not a whole number of bytes"#
         );
         assert_eq!(
             parse_size("1.5").unwrap_err(),
-            r#"invalid size "1.5": a number of bytes must be a whole number"#
+            r#"invalid size "1…" (3 characters): a number of bytes must be a whole number"#
         );
         assert_eq!(
             parse_size("16777216TiB").unwrap_err(),
-            r#"invalid size "16777216TiB": too large"#
+            r#"invalid size "1677…" (11 characters): too large"#
         );
     }
 

@@ -653,15 +653,15 @@ http:
 ";
     assert_eq!(
         err(text),
-        r#"http.limits.body-timeout (line 5, column 19): invalid duration "5 minutes": use a number and a unit, e.g. 30s, 1m, 1h30m"#
+        r#"http.limits.body-timeout (line 5, column 19): invalid duration "5 mi…" (9 characters): use a number and a unit, e.g. 30s, 1m, 1h30m"#
     );
     assert_eq!(
         err("gc:\n  interval: 30\n"),
-        r#"gc.interval (line 2, column 13): invalid duration "30": add a unit, e.g. 30s"#
+        r#"gc.interval (line 2, column 13): invalid duration "3…" (2 characters): add a unit, e.g. 30s"#
     );
     assert_eq!(
         err("gc:\n  upload-expiry: 7d\n"),
-        r#"gc.upload-expiry (line 2, column 18): invalid duration "7d": unknown unit "d"; use ns, us, ms, s, m or h"#
+        r#"gc.upload-expiry (line 2, column 18): invalid duration "7…" (2 characters): unknown unit "d"; use ns, us, ms, s, m or h"#
     );
 }
 
@@ -669,19 +669,19 @@ http:
 fn durations_that_must_be_positive() {
     assert_eq!(
         err("gc:\n  interval: 0s\n"),
-        r#"gc.interval (line 2, column 13): invalid duration "0s": must be longer than 0s"#
+        r#"gc.interval (line 2, column 13): invalid duration 0s: must be longer than 0s"#
     );
     assert_eq!(
         storage_err("storage: {s3: {region: eu-west-3, bucket: aar0, refresh-interval: 0s}}"),
-        r#"storage.s3.refresh-interval (line 1, column 67): invalid duration "0s": must be longer than 0s"#
+        r#"storage.s3.refresh-interval (line 1, column 67): invalid duration 0s: must be longer than 0s"#
     );
     assert_eq!(
         storage_err("storage: {s3: {region: eu-west-3, bucket: aar0, presign-duration: 8d}}"),
-        r#"storage.s3.presign-duration (line 1, column 67): invalid duration "8d": unknown unit "d"; use ns, us, ms, s, m or h"#
+        r#"storage.s3.presign-duration (line 1, column 67): invalid duration "8…" (2 characters): unknown unit "d"; use ns, us, ms, s, m or h"#
     );
     assert_eq!(
         storage_err("storage: {s3: {region: eu-west-3, bucket: aar0, presign-duration: 200h}}"),
-        r#"storage.s3.presign-duration (line 1, column 67): invalid duration "200h": S3 presigned URLs last at most 168h (7 days)"#
+        r#"storage.s3.presign-duration (line 1, column 67): invalid duration 200h: S3 presigned URLs last at most 168h (7 days)"#
     );
     // A shutdown without grace is allowed.
     assert_eq!(
@@ -746,11 +746,11 @@ storage:
 fn bucket_naming() {
     assert_eq!(
         storage_err("storage:\n  s3:\n    region: eu-west-3\n    bucket: AAR_0\n"),
-        r#"storage.s3.bucket (line 4, column 13): invalid bucket name "AAR_0": use only lowercase letters, digits, '.' and '-'"#
+        r#"storage.s3.bucket (line 4, column 13): invalid bucket name "AA…" (5 characters): use only lowercase letters, digits, '.' and '-'"#
     );
     assert_eq!(
         storage_err("storage:\n  s3:\n    region: eu-west-3\n    bucket: a0\n"),
-        r#"storage.s3.bucket (line 4, column 13): invalid bucket name "a0": must be 3 to 63 characters long"#
+        r#"storage.s3.bucket (line 4, column 13): invalid bucket name "a…" (2 characters): must be 3 to 63 characters long"#
     );
 }
 
@@ -758,13 +758,13 @@ fn bucket_naming() {
 fn bad_endpoint() {
     assert_eq!(
         storage_err("storage:\n  s3:\n    region: us-east-1\n    bucket: aar0\n    endpoint: 127.0.0.1:9000\n"),
-        r#"storage.s3.endpoint (line 5, column 15): invalid endpoint "127.0.0.1:9000": add the scheme, e.g. http://127.0.0.1:9000"#
+        r#"storage.s3.endpoint (line 5, column 15): invalid endpoint "127.…" (14 characters): add the scheme, http:// or https://, before the host"#
     );
     assert_eq!(
         storage_err(
             "storage:\n  s3:\n    region: us-east-1\n    bucket: aar0\n    endpoint: s3://aar0\n"
         ),
-        r#"storage.s3.endpoint (line 5, column 15): invalid endpoint "s3://aar0": use an http:// or https:// URL"#
+        r#"storage.s3.endpoint (line 5, column 15): invalid endpoint "s3:/…" (9 characters): use an http:// or https:// URL"#
     );
 }
 
@@ -820,7 +820,7 @@ storage:
 fn bad_tls_version() {
     assert_eq!(
         err("http:\n  tls:\n    min-version: 1.1\n"),
-        r#"http.tls.min-version (line 3, column 18): unsupported TLS version "1.1": use "1.3" (the default) or "1.2""#
+        r#"http.tls.min-version (line 3, column 18): unsupported TLS version "1…" (3 characters): use "1.3" (the default) or "1.2""#
     );
 }
 
@@ -838,7 +838,7 @@ fn wrong_types_name_the_expected_type() {
         storage_err(
             "storage:\n  s3:\n    region: eu-west-3\n    bucket: aar0\n    path-style: yes\n"
         ),
-        r#"storage.s3.path-style (line 5, column 17): expected true or false, found "yes""#
+        r#"storage.s3.path-style (line 5, column 17): expected true or false, found "y…" (3 characters)"#
     );
     assert_eq!(
         err("http: 3000\n"),
@@ -850,19 +850,19 @@ fn wrong_types_name_the_expected_type() {
     );
     assert_eq!(
         err("http: {limits: {max-connections: lots}}"),
-        r#"http.limits.max-connections (line 1, column 34): expected a whole number, e.g. 4096, found "lots""#
+        r#"http.limits.max-connections (line 1, column 34): expected a whole number, e.g. 4096, found "lo…" (4 characters)"#
     );
     assert_eq!(
         err("http: {limits: {max-image-size: 64G}}"),
-        r#"http.limits.max-image-size (line 1, column 33): invalid size "64G": unknown unit "G"; use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB"#
+        r#"http.limits.max-image-size (line 1, column 33): invalid size "6…" (3 characters): unknown unit "G"; use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB"#
     );
     assert_eq!(
         err("http: {addr: localhost:3000}"),
-        r#"http.addr (line 1, column 14): invalid address "localhost:3000": use an IP address and a port, e.g. 0.0.0.0:3000 or [::]:3000"#
+        r#"http.addr (line 1, column 14): invalid address "loca…" (14 characters): use an IP address and a port, e.g. 0.0.0.0:3000 or [::]:3000"#
     );
     assert_eq!(
         err("log: {level: verbose}"),
-        r#"log.level (line 1, column 14): invalid log level "verbose": use off, error, warn, info, debug or trace, or a directive such as info,aar=debug"#
+        r#"log.level (line 1, column 14): invalid log level "ver…" (7 characters): use off, error, warn, info, debug or trace, or a directive such as info,aar=debug"#
     );
     assert_eq!(
         err("- http\n"),
@@ -1017,6 +1017,94 @@ fn secrets_never_appear_in_errors() {
         let shown = format!("{error} {error:?} {}", error.message());
         assert!(!shown.contains(S), "{shown}\n---\n{document}");
     }
+}
+
+/// A secret pasted into the wrong field: no error may show more than 4 of its characters in
+/// a row, whichever field it landed in, and a key name that may be one is not shown.
+#[test]
+fn secrets_pasted_into_the_wrong_field_are_not_quoted() {
+    let secrets = [
+        SECRET_KEY,
+        "AKIAIOSFODNN7EXAMPLE",
+        "d41d8cd98f00b204e9800998ecf8427e",
+        "hunter2hunter2",
+    ];
+    let s3 =
+        |extra: &str| format!("storage:\n  s3:\n    region: eu-west-3\n    bucket: aar0\n{extra}");
+    let cloudfront = |field: &str, value: &str| {
+        let mut fields = vec![
+            ("base-url", "d1.cloudfront.net".to_owned()),
+            ("keypair-id", "K1".to_owned()),
+            ("duration", "1m".to_owned()),
+        ];
+        for (name, v) in &mut fields {
+            if *name == field {
+                *v = value.to_owned();
+            }
+        }
+        let lines: String = fields
+            .iter()
+            .map(|(name, v)| format!("      {name}: \"{v}\"\n"))
+            .collect();
+        s3(&format!(
+            "    cloudfront:\n{lines}      private-key: |\n{}",
+            indented_pem(8)
+        ))
+    };
+    for secret in secrets {
+        let documents = [
+            format!("storage:\n  s3:\n    region: \"{secret}\"\n    bucket: aar0\n"),
+            format!("storage:\n  s3:\n    region: eu-west-3\n    bucket: \"{secret}\"\n"),
+            s3(&format!("    endpoint: \"{secret}\"\n")),
+            s3(&format!("    presign-duration: \"{secret}\"\n")),
+            s3(&format!("    refresh-interval: \"{secret}\"\n")),
+            s3(&format!("    path-style: \"{secret}\"\n")),
+            cloudfront("keypair-id", secret),
+            cloudfront("duration", secret),
+            s3(&format!("    \"{secret}\": x\n")),
+            s3(&format!("    cloudfront:\n      \"{secret}\": x\n")),
+            format!("\"{secret}\": x\n"),
+        ];
+        for document in &documents {
+            // Some of these secrets make a valid region, bucket or key pair ID; the one with
+            // a slash is invalid in every field.
+            let error = match parse_storage_document(document) {
+                Ok(_) if secret != SECRET_KEY => continue,
+                result => result.expect_err(document),
+            };
+            let shown = format!(
+                "{error} | {error:?} | {} | {}",
+                error.message(),
+                error.path()
+            );
+            let chars: Vec<char> = secret.chars().collect();
+            for window in chars.windows(5) {
+                let piece: String = window.iter().collect();
+                assert!(
+                    !shown.contains(&piece),
+                    "{piece:?} of the secret is shown:\n{shown}\n---\n{document}"
+                );
+            }
+        }
+    }
+    // What is shown instead: the length, and at most 4 leading characters of a short value.
+    assert_eq!(
+        storage_err(&s3(&format!("    \"{SECRET_KEY}\": x\n"))),
+        "storage.s3.? (line 5, column 5): unknown key (40 characters, not shown); valid keys: \
+         region, bucket, access-key, secret-access-key, endpoint, path-style, presign-duration, \
+         refresh-interval, cloudfront"
+    );
+    assert_eq!(
+        storage_err(
+            "storage:\n  s3:\n    region: eu-west-3\n    bucket: \"AKIAIOSFODNN7EXAMPLE\"\n"
+        ),
+        r#"storage.s3.bucket (line 4, column 13): invalid bucket name "AKIA…" (20 characters): use only lowercase letters, digits, '.' and '-'"#
+    );
+    assert_eq!(
+        storage_err(&cloudfront("keypair-id", SECRET_KEY)),
+        "storage.s3.cloudfront.keypair-id (line 7, column 19): invalid key pair ID (40 \
+         characters, not shown): use only letters and digits, e.g. ADF443JOEF3423JF"
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Leaf values of the schema. Each one is checked in its `Deserialize` impl, while the YAML
 //! parser still knows where the value is, so that the error names its line and column.
-//! Messages quote the value back, except for secrets, which are never quoted.
+//! Messages never quote a value whole ([`redact::value`]): a secret pasted into the wrong
+//! field would otherwise be echoed. Secrets' own fields say nothing of the value at all.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -11,6 +12,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::error::tagged;
+use super::redact;
 use super::{format_duration, format_size, parse_duration, parse_size, Secret, TlsVersion};
 
 /// Reads any YAML scalar as its text and hands it to `parse`. serde_yaml_ng gives the
@@ -91,7 +93,7 @@ scalar!(
     |text| {
         let duration = parse_duration(text)?;
         if duration.is_zero() {
-            return Err(format!("invalid duration {text:?}: must be longer than 0s"));
+            return Err("invalid duration 0s: must be longer than 0s".to_owned());
         }
         Ok(duration)
     },
@@ -107,11 +109,12 @@ scalar!(
     |text| {
         let duration = parse_duration(text)?;
         if duration.is_zero() {
-            return Err(format!("invalid duration {text:?}: must be longer than 0s"));
+            return Err("invalid duration 0s: must be longer than 0s".to_owned());
         }
         if duration > MAX_PRESIGN {
             return Err(format!(
-                "invalid duration {text:?}: S3 presigned URLs last at most 168h (7 days)"
+                "invalid duration {}: S3 presigned URLs last at most 168h (7 days)",
+                format_duration(duration)
             ));
         }
         Ok(duration)
@@ -127,7 +130,7 @@ scalar!(
     |text| {
         let size = parse_size(text)?;
         if size == 0 {
-            return Err(format!("invalid size {text:?}: must be more than 0 bytes"));
+            return Err("invalid size 0: must be more than 0 bytes".to_owned());
         }
         Ok(size)
     },
@@ -141,7 +144,8 @@ scalar!(
         Ok(0) => Err("invalid number \"0\": must be at least 1".to_owned()),
         Ok(count) => Ok(count),
         Err(_) => Err(format!(
-            "expected a whole number, e.g. 4096, found {text:?}"
+            "expected a whole number, e.g. 4096, found {}",
+            redact::value(text)
         )),
     },
     |count, serializer| serializer.serialize_u64(*count as u64)
@@ -153,7 +157,10 @@ scalar!(
     |text| match text {
         "true" | "True" | "TRUE" => Ok(true),
         "false" | "False" | "FALSE" => Ok(false),
-        _ => Err(format!("expected true or false, found {text:?}")),
+        _ => Err(format!(
+            "expected true or false, found {}",
+            redact::value(text)
+        )),
     },
     |flag, serializer| serializer.serialize_bool(*flag)
 );
@@ -170,7 +177,8 @@ scalar!(
         }
         text.parse::<SocketAddr>().map_err(|_| {
             format!(
-                "invalid address {text:?}: use an IP address and a port, e.g. 0.0.0.0:3000 or [::]:3000"
+                "invalid address {}: use an IP address and a port, e.g. 0.0.0.0:3000 or [::]:3000",
+                redact::value(text)
             )
         })
     },
@@ -186,7 +194,8 @@ scalar!(
         }
         if text.contains('\0') {
             return Err(format!(
-                "invalid path {text:?}: it contains a NUL character"
+                "invalid path {}: it contains a NUL character",
+                redact::value(text)
             ));
         }
         Ok(PathBuf::from(text))
@@ -203,7 +212,7 @@ scalar!(
 );
 
 fn check_host(text: &str) -> Result<(), String> {
-    let fail = |why: &str| Err(format!("invalid host name {text:?}: {why}"));
+    let fail = |why: &str| Err(format!("invalid host name {}: {why}", redact::value(text)));
     if text.parse::<IpAddr>().is_ok() {
         return Ok(());
     }
@@ -280,7 +289,8 @@ impl<'de> Deserialize<'de> for TlsVersion {
                     "1.3" => Ok(TlsVersion::Tls13),
                     "1.2" => Ok(TlsVersion::Tls12),
                     _ => Err(format!(
-                        "unsupported TLS version {text:?}: use \"1.3\" (the default) or \"1.2\""
+                        "unsupported TLS version {}: use \"1.3\" (the default) or \"1.2\"",
+                        redact::value(text)
                     )),
                 }
             },
@@ -306,7 +316,8 @@ scalar!(
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
             return Err(format!(
-                "invalid region {text:?}: use a region name such as eu-west-3"
+                "invalid region {}: use a region name such as eu-west-3",
+                redact::value(text)
             ));
         }
         Ok(text.to_owned())
@@ -324,7 +335,12 @@ scalar!(
 );
 
 fn check_bucket(name: &str) -> Result<(), String> {
-    let fail = |why: &str| Err(format!("invalid bucket name {name:?}: {why}"));
+    let fail = |why: &str| {
+        Err(format!(
+            "invalid bucket name {}: {why}",
+            redact::value(name)
+        ))
+    };
     if !(3..=63).contains(&name.len()) {
         return fail("must be 3 to 63 characters long");
     }
@@ -366,7 +382,7 @@ scalar!(
 );
 
 fn check_endpoint(url: &str) -> Result<(), String> {
-    let fail = |why: &str| Err(format!("invalid endpoint {url:?}: {why}"));
+    let fail = |why: &str| Err(format!("invalid endpoint {}: {why}", redact::value(url)));
     let lower = url.to_ascii_lowercase();
     let rest = if lower.starts_with("https://") {
         &url["https://".len()..]
@@ -383,7 +399,7 @@ fn check_endpoint(url: &str) -> Result<(), String> {
                     .to_owned(),
             );
         }
-        return fail(&format!("add the scheme, e.g. http://{url}"));
+        return fail("add the scheme, http:// or https://, before the host");
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
@@ -568,7 +584,8 @@ scalar!(
         }
         if !text.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(format!(
-                "invalid key pair ID {text:?}: use only letters and digits, e.g. ADF443JOEF3423JF"
+                "invalid key pair ID {}: use only letters and digits, e.g. ADF443JOEF3423JF",
+                redact::value(text)
             ));
         }
         Ok(text.to_owned())
@@ -581,7 +598,12 @@ scalar!(
     BaseUrl(String),
     "a CloudFront domain, e.g. d111111abcdef8.cloudfront.net",
     |text| {
-        let fail = |why: &str| Err(format!("invalid CloudFront base URL {text:?}: {why}"));
+        let fail = |why: &str| {
+            Err(format!(
+                "invalid CloudFront base URL {}: {why}",
+                redact::value(text)
+            ))
+        };
         let lower = text.to_ascii_lowercase();
         let rest = if lower.starts_with("https://") {
             &text["https://".len()..]
@@ -642,12 +664,12 @@ fn check_log_level(text: &str) -> Result<(), String> {
             None => directive,
         };
         if !is_level(level) {
-            return Err(format!("invalid log level {text:?}: {how}"));
+            return Err(format!("invalid log level {}: {how}", redact::value(text)));
         }
     }
     tracing_subscriber::EnvFilter::builder()
         .parse(text)
-        .map_err(|err| format!("invalid log level {text:?}: {err}"))?;
+        .map_err(|err| format!("invalid log level {}: {err}", redact::value(text)))?;
     Ok(())
 }
 
@@ -683,7 +705,10 @@ mod tests {
         for (name, why) in cases {
             assert_eq!(
                 check_bucket(name),
-                Err(format!("invalid bucket name {name:?}: {why}"))
+                Err(format!(
+                    "invalid bucket name {}: {why}",
+                    redact::value(name)
+                ))
             );
         }
         let long = "a".repeat(64);
@@ -705,7 +730,7 @@ mod tests {
         let cases = [
             (
                 "127.0.0.1:9000",
-                "add the scheme, e.g. http://127.0.0.1:9000",
+                "add the scheme, http:// or https://, before the host",
             ),
             ("ftp://x", "use an http:// or https:// URL"),
             ("http://", "missing host"),
@@ -719,7 +744,7 @@ mod tests {
         for (url, why) in cases {
             assert_eq!(
                 check_endpoint(url),
-                Err(format!("invalid endpoint {url:?}: {why}")),
+                Err(format!("invalid endpoint {}: {why}", redact::value(url))),
                 "{url}"
             );
         }

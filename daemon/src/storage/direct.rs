@@ -97,8 +97,10 @@ impl DirectAppender {
     /// buffers of `capacity` bytes (rounded to whole blocks).
     pub fn open(path: &Path, len: u64, capacity: usize) -> io::Result<Self> {
         let capacity = capacity.max(BLOCK) / BLOCK * BLOCK;
+        // 0600: the file becomes the blob by rename, and images are the registry's to serve.
         let buffered = OpenOptions::new()
             .create(true)
+            .mode(0o600)
             .truncate(false)
             .read(true)
             .write(true)

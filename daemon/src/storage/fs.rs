@@ -534,7 +534,7 @@ impl Storage for FsStorage {
         let data = serde_json::to_vec_pretty(record).expect("serialisable");
         let what = format!("version {} of {}", record.version, record.application);
         blocking(
-            move || match fsutil::write_atomic(&path, &data, 0o644, Replace::Never) {
+            move || match fsutil::write_atomic(&path, &data, 0o600, Replace::Never) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     Err(StorageError::AlreadyExists(what))

@@ -13,6 +13,10 @@ use super::{Role, TrustError};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     Trusted(Role),
+    /// Trusted, but past the end of its validity (Unix time): refused like an untrusted one.
+    Expired {
+        not_after: i64,
+    },
     Revoked,
     Unknown,
 }
@@ -29,10 +33,18 @@ pub struct TrustCache {
 
 #[derive(Default)]
 struct View {
-    trusted: HashMap<String, Role>,
+    trusted: HashMap<String, Grant>,
     revoked: HashSet<String>,
     publishers: usize,
     clients: usize,
+}
+
+#[derive(Clone, Copy)]
+struct Grant {
+    role: Role,
+    /// Unix time; `None` when the store does not say in a form we read (a hand-written
+    /// entry), in which case validity is not checked.
+    not_after: Option<i64>,
 }
 
 /// Identity of one version of the file. Writers replace the file by rename, so each version
@@ -92,7 +104,13 @@ impl TrustCache {
         }
     }
 
+    /// Looks `fingerprint` up at the current time.
     pub fn lookup(&self, fingerprint: &str) -> Access {
+        self.lookup_at(fingerprint, super::time::now())
+    }
+
+    /// Looks `fingerprint` up as of `now` (Unix time).
+    pub fn lookup_at(&self, fingerprint: &str, now: i64) -> Access {
         let (view, _) = self.current(false);
         let fingerprint = if fingerprint.bytes().any(|b| b.is_ascii_uppercase()) {
             Cow::Owned(fingerprint.to_ascii_lowercase())
@@ -101,8 +119,12 @@ impl TrustCache {
         };
         if view.revoked.contains(fingerprint.as_ref()) {
             Access::Revoked
-        } else if let Some(&role) = view.trusted.get(fingerprint.as_ref()) {
-            Access::Trusted(role)
+        } else if let Some(grant) = view.trusted.get(fingerprint.as_ref()) {
+            match grant.not_after {
+                // A certificate is valid through the second its validity ends in.
+                Some(not_after) if now > not_after => Access::Expired { not_after },
+                _ => Access::Trusted(grant.role),
+            }
         } else {
             Access::Unknown
         }
@@ -227,7 +249,14 @@ fn load(path: &Path) -> Result<Option<Loaded>, (Option<Stamp>, TrustError)> {
             Role::Publisher => view.publishers += 1,
             Role::Client => view.clients += 1,
         }
-        view.trusted.insert(cert.fingerprint, cert.role);
+        let not_after = super::time::parse(&cert.not_after);
+        view.trusted.insert(
+            cert.fingerprint,
+            Grant {
+                role: cert.role,
+                not_after,
+            },
+        );
     }
     view.revoked = revoked;
     Ok(Some((stamp, file, view)))
@@ -385,6 +414,21 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_expires_after_its_last_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = "a".repeat(64);
+        fs::write(dir.path().join(TRUST_FILE), file_with(&a, Role::Publisher)).unwrap();
+        let cache = TrustCache::new(dir.path());
+        let end = crate::trust::time::parse("2030-01-01T00:00:00Z").unwrap();
+        assert_eq!(cache.lookup_at(&a, end), Access::Trusted(Role::Publisher));
+        assert_eq!(
+            cache.lookup_at(&a, end + 1),
+            Access::Expired { not_after: end }
+        );
+        assert_eq!(cache.lookup_at(&"b".repeat(64), end + 1), Access::Unknown);
+    }
+
+    #[test]
     fn revocation_wins_over_a_stale_trusted_entry() {
         let dir = tempfile::tempdir().unwrap();
         let a = "a".repeat(64);
@@ -396,5 +440,17 @@ mod tests {
         let cache = TrustCache::new(dir.path());
         assert_eq!(cache.lookup(&a), Access::Revoked);
         assert_eq!(cache.counts(), (0, 0));
+    }
+
+    #[test]
+    fn an_entry_without_a_readable_date_is_not_checked_for_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = "a".repeat(64);
+        let json = format!(
+            r#"{{"trusted":[{{"fingerprint":"{a}","role":"client","subject":"s","not_after":"","origin":"","added_at":"","certificate":""}}]}}"#
+        );
+        fs::write(dir.path().join(TRUST_FILE), json).unwrap();
+        let cache = TrustCache::new(dir.path());
+        assert_eq!(cache.lookup_at(&a, i64::MAX), Access::Trusted(Role::Client));
     }
 }

@@ -3,7 +3,6 @@ use rustls::pki_types::CertificateDer;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::error::X509Error;
 use x509_parser::nom::{self, error::ErrorKind};
-use x509_parser::time::ASN1Time;
 
 use super::{fingerprint, TrustError};
 
@@ -114,7 +113,7 @@ fn inspect_der(der: &[u8], source: &str) -> Result<CertificateInfo, TrustError> 
     Ok(CertificateInfo {
         fingerprint: fingerprint(der),
         subject: subject(&cert),
-        not_after: rfc3339(cert.validity().not_after),
+        not_after: super::time::format_asn1(cert.validity().not_after),
     })
 }
 
@@ -201,25 +200,8 @@ fn subject(cert: &X509Certificate<'_>) -> String {
     }
 }
 
-/// RFC 3339 in UTC with second precision, the form every timestamp in the store takes.
-pub(crate) fn rfc3339(time: ASN1Time) -> String {
-    // Going through the Unix timestamp normalises any offset to UTC.
-    let t = ASN1Time::from_timestamp(time.timestamp())
-        .unwrap_or(time)
-        .to_datetime();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
 pub(crate) fn now_rfc3339() -> String {
-    rfc3339(ASN1Time::now())
+    super::time::format(super::time::now())
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

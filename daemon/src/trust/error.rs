@@ -63,6 +63,27 @@ pub enum TrustError {
     TrailingData { input: String, extra: usize },
 
     #[error(
+        "the certificate from {input} {reason}, so every connection with it would fail: {}",
+        reason.fix()
+    )]
+    Unusable {
+        input: String,
+        reason: super::Unusable,
+    },
+
+    #[error(
+        "the certificate from {input} expired on {not_after}; an expired certificate is \
+         refused at every request: issue a new certificate and trust that one"
+    )]
+    Expired { input: String, not_after: String },
+
+    #[error(
+        "the certificate from {input} is not valid before {not_before}; trust it once it is, \
+         or check the clocks of this machine and of the one that issued it"
+    )]
+    NotYetValid { input: String, not_before: String },
+
+    #[error(
         "trust store {} is corrupt: {detail}; it was left as it is: repair it (it is JSON) \
          or restore it from a backup",
         path.display()

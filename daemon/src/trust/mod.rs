@@ -5,22 +5,28 @@
 //! through [`TrustStore`]; the daemon answers "who is this?" on every request through
 //! [`TrustCache`], which notices the CLI's changes without a restart.
 
+mod audit;
 mod cache;
 mod cert;
 mod error;
 mod store;
+mod time;
+mod usable;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use audit::{audit, Expiry, EXPIRY_NOTICE};
 pub use cache::{Access, TrustCache};
 pub(crate) use cert::to_pem;
 pub use cert::{parse_certificate, parse_certificate_from, CertificateInfo};
 pub use error::TrustError;
 pub(crate) use store::preemptive_target;
 pub use store::{AddOutcome, Found, RevokedCert, TrustFile, TrustStore, TrustedCert};
+pub(crate) use time::{format as format_unix_time, now as unix_now};
+pub use usable::{check_trustable, unusable, Unusable};
 
 /// SHA-256 of a certificate's DER encoding as 64 lowercase hex characters.
 pub fn fingerprint(der: &[u8]) -> String {

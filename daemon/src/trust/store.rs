@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::cert::{now_rfc3339, parse_certificate, to_pem};
-use super::{Role, TrustError};
+use super::{check_trustable, time, Role, TrustError};
 
 pub(crate) const TRUST_FILE: &str = "trust.json";
 const LOCK_FILE: &str = "trust.lock";
@@ -239,6 +239,7 @@ impl TrustStore {
         origin: &str,
     ) -> Result<AddOutcome, TrustError> {
         let (info, der) = parse_certificate(cert_input)?;
+        check_trustable(&der, "the input", time::now())?;
         self.update(|file| {
             if let Some(revoked) = file.revoked_entry(&info.fingerprint) {
                 return Err(TrustError::Revoked {
@@ -697,6 +698,25 @@ mod tests {
             .collect();
         let expected: HashSet<String> = certs.into_iter().map(|(_, fp)| fp).collect();
         assert_eq!(listed, expected);
+    }
+
+    #[test]
+    fn add_refuses_an_expired_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TrustStore::open(dir.path());
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["ams".to_owned()]).unwrap();
+        params.not_after =
+            (std::time::SystemTime::now() - std::time::Duration::from_secs(60)).into();
+        let pem = params.self_signed(&key).unwrap().pem();
+        let err = store.add(pem.as_bytes(), Role::Client, "cli").unwrap_err();
+        assert!(matches!(err, TrustError::Expired { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("the certificate from the input expired on "),
+            "{err}"
+        );
+        assert!(!store.path().exists());
     }
 
     #[test]
