@@ -34,6 +34,9 @@ cargo test --release --locked --workspace
 # an error here rather than the test's skip. GOTOOLCHAIN=local keeps a newer go from
 # downloading a toolchain: the module needs nothing but the standard library.
 aar_bin="$PWD/target/release/aar"
+# Go's caches inside target/ (ignored by git, cleaned with it), so that the test needs no
+# HOME and leaves nothing behind it.
+export GOCACHE="${GOCACHE:-$PWD/target/go/cache}" GOPATH="${GOPATH:-$PWD/target/go/path}"
 [ -x "$aar_bin" ] || { echo "scripts/test.sh: $aar_bin was not built by cargo test" >&2; exit 1; }
 unformatted=$(gofmt -l tests/ams-contract)
 [ -z "$unformatted" ] || { echo "scripts/test.sh: gofmt would reformat: $unformatted" >&2; exit 1; }
