@@ -11,6 +11,7 @@ reads the whole of `juju config` and both relations and converges the machine to
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from state import (
     TOKEN_HINT,
     CharmConfig,
     InvalidConfig,
+    Options,
     RemoteUnit,
     active_message,
     plan_trust,
@@ -74,6 +76,11 @@ class AarCharm(ops.CharmBase):
         framework.observe(self.on.get_certificate_action, self._on_get_certificate)
         framework.observe(self.on.add_client_action, self._on_add_client)
 
+    @functools.cached_property
+    def _options(self) -> Options:
+        """`juju config aar`, read once per dispatch: the one place the charm reads it."""
+        return Options.read(self.config, str(self.workload.paths.state_directory))
+
     # -- reconcile -----------------------------------------------------------------------
 
     def _on_reconcile(self, event: ops.EventBase) -> None:
@@ -113,19 +120,17 @@ class AarCharm(ops.CharmBase):
 
         if apply and isinstance(event, (ops.ConfigChangedEvent, ops.UpgradeCharmEvent)):
             self._warn_deprecated_options()
-        try:
-            config = CharmConfig.from_options(self.config, state_directory)
-        except InvalidConfig as e:
-            issues.append(ops.BlockedStatus(str(e)))
-            config = None
+        config = self._options.config
+        if self._options.invalid:
+            issues.append(ops.BlockedStatus(self._options.invalid))
 
         running = self._running_config()
         storage = config.storage if config else (running or {}).get("storage", {"kind": "fs"})
 
-        if config is not None and not config.ua_token:
+        if config is not None and not self._options.ua_token:
             issues.append(ops.BlockedStatus(f"set the Ubuntu Pro token: {TOKEN_HINT}"))
         elif config is not None and workload.pro_available():
-            issues += self._ensure_pro(config.ua_token, event, apply=apply)
+            issues += self._ensure_pro(self._options.ua_token, event, apply=apply)
 
         if storage.get("kind") != "s3" and not self.unit.is_leader():
             if apply:
@@ -165,7 +170,7 @@ class AarCharm(ops.CharmBase):
 
         # An invalid config leaves the last good one running, so whether to serve depends
         # only on the token having been set.
-        serving = bool(str(self.config.get("ua_token") or "").strip())
+        serving = bool(self._options.ua_token)
         if serving:
             issues += self._ensure_service(
                 running, restart=config_changed or binary_changed, apply=apply
@@ -327,8 +332,7 @@ class AarCharm(ops.CharmBase):
         the unit's public one (its server certificate is made for it): what `location`
         means here, so bundles written for that charm keep advertising the same address.
         """
-        location = str(self.config.get("location") or "").strip()
-        interface = str(self.config.get("public_interface") or "").strip()
+        location, interface = self._options.location, self._options.public_interface
         if location or not interface:
             return location
         try:
@@ -347,10 +351,10 @@ class AarCharm(ops.CharmBase):
 
     def _warn_deprecated_options(self) -> None:
         """Say, when the operator acts, that `public_interface` has a replacement."""
-        interface = str(self.config.get("public_interface") or "").strip()
+        interface = self._options.public_interface
         if not interface:
             return
-        if str(self.config.get("location") or "").strip():
+        if self._options.location:
             logger.warning(
                 "public_interface is deprecated, and public_interface=%s is ignored: "
                 "location is set (juju config aar --reset public_interface)",

@@ -31,22 +31,19 @@ class InvalidConfig(Exception):
 
 @dataclass(frozen=True)
 class CharmConfig:
-    """`juju config aar`, validated."""
+    """The settings the daemon's config file is made of, validated."""
 
-    # repr=False: the token must not reach a log line through a dataclass repr.
-    ua_token: str = field(repr=False)
+    # repr=False: storage_config holds S3 credentials; a dataclass repr must not log them.
     storage_config: str = field(repr=False)
     storage: dict
     port: int
     location: str
 
     @classmethod
-    def from_options(cls, options: Mapping[str, object], state_directory: str) -> CharmConfig:
-        """Validate the options; `InvalidConfig` carries the Blocked message."""
-        token = str(options.get("ua_token") or "").strip()
-        storage_config = str(options.get("storage_config") or "")
-        location = str(options.get("location") or "").strip()
-        port = options.get("port", 3000)
+    def validate(
+        cls, storage_config: str, port: object, location: str, state_directory: str
+    ) -> CharmConfig:
+        """Check the options the daemon reads; `InvalidConfig` carries the Blocked message."""
         if not isinstance(port, int) or not 1 <= port <= 65535:
             raise InvalidConfig(
                 f"invalid port {port}: use a TCP port from 1 to 65535 (juju config aar port=3000)"
@@ -59,11 +56,7 @@ class CharmConfig:
                 "the registry keeps serving with its previous storage)"
             ) from None
         return cls(
-            ua_token=token,
-            storage_config=storage_config,
-            storage=dict(storage),
-            port=port,
-            location=location,
+            storage_config=storage_config, storage=dict(storage), port=port, location=location
         )
 
     def render(self, state_directory: str, advertise: Iterable[str]) -> str:
@@ -79,6 +72,45 @@ class CharmConfig:
                     "set a host name or IP address (juju config aar location=<address>)"
                 ) from None
             raise InvalidConfig(f"cannot render the daemon's config: {e}") from None
+
+
+@dataclass(frozen=True)
+class Options:
+    """`juju config aar`, read in one place, and the daemon's settings validated from it.
+
+    `config` is None when those settings are invalid, and `invalid` says why. The token and
+    the address options are kept either way: an invalid config leaves the last good one
+    running, and whether that one serves depends only on the token.
+    """
+
+    # repr=False: the token must not reach a log line through a dataclass repr.
+    ua_token: str = field(repr=False)
+    location: str
+    public_interface: str
+    config: CharmConfig | None
+    invalid: str = ""
+
+    @classmethod
+    def read(cls, options: Mapping[str, object], state_directory: str) -> Options:
+        """Read every option the charm uses; nothing else reads `juju config`."""
+        location = str(options.get("location") or "").strip()
+        try:
+            config = CharmConfig.validate(
+                str(options.get("storage_config") or ""),
+                options.get("port", 3000),
+                location,
+                state_directory,
+            )
+            invalid = ""
+        except InvalidConfig as e:
+            config, invalid = None, str(e)
+        return cls(
+            ua_token=str(options.get("ua_token") or "").strip(),
+            location=location,
+            public_interface=str(options.get("public_interface") or "").strip(),
+            config=config,
+            invalid=invalid,
+        )
 
 
 def describe_storage(storage: Mapping[str, object]) -> str:
