@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import ops
@@ -40,6 +41,27 @@ from workload import (
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Leaving:
+    """What the event being handled takes away: it must no longer count.
+
+    A relation is still listed in its own relation-broken hook, and a departing unit may
+    still be listed in relation-departed; trusting or publishing to either would undo the
+    very event the charm is handling.
+    """
+
+    broken: int | None = None  # the id of the relation being broken
+    departing: tuple[int, str] | None = None  # (relation id, unit name)
+
+    @classmethod
+    def of(cls, event: ops.EventBase) -> Leaving:
+        if isinstance(event, ops.RelationBrokenEvent):
+            return cls(broken=event.relation.id)
+        if isinstance(event, ops.RelationDepartedEvent) and event.departing_unit:
+            return cls(departing=(event.relation.id, event.departing_unit.name))
+        return cls()
+
+
 class AarCharm(ops.CharmBase):
     """Runs the Anbox Application Registry and trusts the AMS units related to it."""
 
@@ -49,6 +71,8 @@ class AarCharm(ops.CharmBase):
         # The statuses found by this dispatch's reconcile; None when no reconcile ran (an
         # action), in which case collect-status evaluates without changing anything.
         self._issues: list[ops.StatusBase] | None = None
+        # The relation or unit this dispatch's event removes; nothing for other events.
+        self._leaving = Leaving()
         # `location`, or what the deprecated `public_interface` resolves to; once per dispatch.
         self._location_value: str | None = None
         events = [
@@ -84,6 +108,7 @@ class AarCharm(ops.CharmBase):
     # -- reconcile -----------------------------------------------------------------------
 
     def _on_reconcile(self, event: ops.EventBase) -> None:
+        self._leaving = Leaving.of(event)
         self._issues = self._converge(event, apply=True)
 
     def _on_stop(self, _event: ops.EventBase) -> None:
@@ -136,7 +161,7 @@ class AarCharm(ops.CharmBase):
             if apply:
                 workload.stop()
                 self.unit.set_ports()
-                self._clear_relation_data(event)
+                self._clear_relation_data()
             return [
                 *issues,
                 ops.BlockedStatus(
@@ -166,7 +191,7 @@ class AarCharm(ops.CharmBase):
             # Nothing was ever configured: no trust store or service to manage yet.
             return issues or [ops.WaitingStatus("waiting for a valid configuration")]
 
-        issues += self._reconcile_trust(event, apply=apply)
+        issues += self._reconcile_trust(apply=apply)
 
         # An invalid config leaves the last good one running, so whether to serve depends
         # only on the token having been set.
@@ -178,7 +203,7 @@ class AarCharm(ops.CharmBase):
         if apply:
             # Only a serving unit opens its port; a changed port closes the old one.
             self.unit.set_ports(*([running["port"]] if serving else []))
-            self._publish(running, event)
+            self._publish(running)
         return issues
 
     def _running_config(self) -> dict | None:
@@ -243,27 +268,25 @@ class AarCharm(ops.CharmBase):
 
     # -- relations -----------------------------------------------------------------------
 
-    def _remote_units(self, event: ops.EventBase | None) -> list[RemoteUnit]:
-        """Every related AMS unit's data, without the unit or relation going away."""
-        departing = None
-        if isinstance(event, ops.RelationDepartedEvent) and event.departing_unit:
-            departing = event.departing_unit.name
-        broken = event.relation.id if isinstance(event, ops.RelationBrokenEvent) else None
-        units = []
-        for endpoint in ENDPOINTS:
-            for relation in self.model.relations[endpoint]:
-                if relation.id == broken:
-                    continue
-                for unit in relation.units:
-                    if unit.name == departing and relation.id == event.relation.id:
-                        continue
-                    data = relation.data[unit]
-                    units.append(RemoteUnit.from_data(endpoint, relation.id, unit.name, data))
-        return units
+    def _relations(self) -> list[tuple[str, ops.Relation]]:
+        """Every relation on our endpoints, with its endpoint, minus the one being broken."""
+        return [
+            (endpoint, relation)
+            for endpoint in ENDPOINTS
+            for relation in self.model.relations[endpoint]
+            if relation.id != self._leaving.broken
+        ]
 
-    def _reconcile_trust(
-        self, event: ops.EventBase | None, *, apply: bool
-    ) -> list[ops.StatusBase]:
+    def _remote_units(self) -> list[RemoteUnit]:
+        """Every related AMS unit's data, without the unit or relation going away."""
+        return [
+            RemoteUnit.from_data(endpoint, relation.id, unit.name, relation.data[unit])
+            for endpoint, relation in self._relations()
+            for unit in relation.units
+            if (relation.id, unit.name) != self._leaving.departing
+        ]
+
+    def _reconcile_trust(self, *, apply: bool) -> list[ops.StatusBase]:
         """Make the trust store hold exactly the relations' certificates, in their roles.
 
         Only entries the charm added for a relation are ever removed; certificates trusted
@@ -275,7 +298,7 @@ class AarCharm(ops.CharmBase):
             revoked = [c["fingerprint"] for c in workload.revoked()]
         except WorkloadError as e:
             return [ops.BlockedStatus(f"cannot read the trust store: {e}")]
-        plan = plan_trust(self._remote_units(event), trusted.values(), revoked)
+        plan = plan_trust(self._remote_units(), trusted.values(), revoked)
         issues = [ops.BlockedStatus(problem) for problem in plan.problems]
         if not apply:
             return issues
@@ -372,7 +395,7 @@ class AarCharm(ops.CharmBase):
                 address,
             )
 
-    def _publish(self, running: dict, event: ops.EventBase | None) -> None:
+    def _publish(self, running: dict) -> None:
         """Put this unit's certificate, fingerprint, address and port in every relation."""
         try:
             server = aar_ext.server_certificate(self.workload.paths.config_file)
@@ -381,30 +404,22 @@ class AarCharm(ops.CharmBase):
             server = None
         if server is None:
             return
-        broken = event.relation.id if isinstance(event, ops.RelationBrokenEvent) else None
-        for endpoint in ENDPOINTS:
-            for relation in self.model.relations[endpoint]:
-                if relation.id == broken:
-                    continue
-                relation.data[self.unit].update(
-                    {
-                        "certificate": server["pem"],
-                        "fingerprint": server["fingerprint"],
-                        "ip": self._address(relation),
-                        "port": str(running["port"]),
-                    }
-                )
+        for _, relation in self._relations():
+            relation.data[self.unit].update(
+                {
+                    "certificate": server["pem"],
+                    "fingerprint": server["fingerprint"],
+                    "ip": self._address(relation),
+                    "port": str(running["port"]),
+                }
+            )
 
-    def _clear_relation_data(self, event: ops.EventBase | None) -> None:
+    def _clear_relation_data(self) -> None:
         """A unit that does not serve must not be picked by AMS."""
-        broken = event.relation.id if isinstance(event, ops.RelationBrokenEvent) else None
-        for endpoint in ENDPOINTS:
-            for relation in self.model.relations[endpoint]:
-                if relation.id == broken:
-                    continue
-                data = relation.data[self.unit]
-                for key in ("certificate", "fingerprint", "ip", "port"):
-                    data.pop(key, None)
+        for _, relation in self._relations():
+            data = relation.data[self.unit]
+            for key in ("certificate", "fingerprint", "ip", "port"):
+                data.pop(key, None)
 
     # -- status --------------------------------------------------------------------------
 
