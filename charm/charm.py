@@ -23,6 +23,7 @@ from pathlib import Path
 import ops
 
 import aar_ext
+from actions import Actions
 from state import (
     ENDPOINTS,
     TOKEN_HINT,
@@ -111,10 +112,9 @@ class AarCharm(ops.CharmBase):
         framework.observe(self.on.stop, self._on_stop)
         framework.observe(self.on.remove, self._on_stop)
         framework.observe(self.on.collect_unit_status, self._on_collect_status)
-        framework.observe(self.on.list_clients_action, self._on_list_clients)
-        framework.observe(self.on.revoke_client_action, self._on_revoke_client)
-        framework.observe(self.on.get_certificate_action, self._on_get_certificate)
-        framework.observe(self.on.add_client_action, self._on_add_client)
+        self.actions = Actions(
+            self, self.workload, self._running_config, lambda: self._address(None)
+        )
 
     @functools.cached_property
     def _options(self) -> Options:
@@ -525,96 +525,6 @@ class AarCharm(ops.CharmBase):
         return ops.ActiveStatus(
             active_message(self._address(None), running["port"], running["storage"], trusted)
         )
-
-    # -- actions -------------------------------------------------------------------------
-
-    def _on_list_clients(self, event: ops.ActionEvent) -> None:
-        revoked = bool(event.params.get("revoked", False))
-        try:
-            certs = self.workload.revoked() if revoked else self.workload.trusted()
-        except WorkloadError as e:
-            event.fail(f"cannot read the trust store: {e}")
-            return
-        results: dict = {"count": len(certs)}
-        if certs:
-            results["certificates"] = {
-                cert["fingerprint"]: (
-                    {
-                        "subject": cert.get("subject") or "-",
-                        "revoked-at": cert.get("revoked_at", ""),
-                    }
-                    if revoked
-                    else {
-                        "role": cert["role"],
-                        "origin": cert.get("origin") or "-",
-                        "subject": cert.get("subject") or "-",
-                        "expires": cert.get("not_after") or "-",
-                        "added": cert.get("added_at") or "-",
-                    }
-                )
-                for cert in certs
-            }
-        event.set_results(results)
-
-    def _on_revoke_client(self, event: ops.ActionEvent) -> None:
-        fingerprint = str(event.params.get("fingerprint", "")).strip()
-        if not fingerprint:
-            event.fail(
-                "pass the certificate's fingerprint: juju run aar/0 revoke-client "
-                "fingerprint=<sha256> (see the list-clients action)"
-            )
-            return
-        try:
-            message = self.workload.revoke(fingerprint)
-        except WorkloadError as e:
-            event.fail(str(e))
-            return
-        event.set_results({"message": message})
-
-    def _on_get_certificate(self, event: ops.ActionEvent) -> None:
-        try:
-            server = aar_ext.server_certificate(self.workload.paths.config_file)
-        except (aar_ext.ConfigError, aar_ext.CertificateError) as e:
-            event.fail(f"cannot read the server certificate: {e}")
-            return
-        except OSError:
-            server = None
-        running = self._running_config()
-        if server is None or running is None:
-            event.fail(
-                "the registry has not started yet, so it has no certificate: "
-                "check the unit's status (juju status aar)"
-            )
-            return
-        event.set_results(
-            {
-                "certificate": server["pem"],
-                "fingerprint": server["fingerprint"],
-                "expires": server["not_after"],
-                "address": f"{self._address(None)}:{running['port']}",
-            }
-        )
-
-    def _on_add_client(self, event: ops.ActionEvent) -> None:
-        pem = str(event.params.get("certificate", ""))
-        role = str(event.params.get("role", "client"))
-        if role not in ENDPOINTS:
-            event.fail(f"role must be client or publisher, not {role!r}")
-            return
-        try:
-            info = aar_ext.parse_certificate(pem, "the certificate parameter")
-        except aar_ext.CertificateError as e:
-            event.fail(str(e))
-            return
-        if self._running_config() is None:
-            event.fail("the registry is not configured yet: check juju status aar")
-            return
-        try:
-            message = self.workload.trust(pem, role, "action add-client")
-        except WorkloadError as e:
-            event.fail(str(e))
-            return
-        event.set_results({"fingerprint": info["fingerprint"], "role": role, "message": message})
 
 
 if __name__ == "__main__":  # pragma: no cover
