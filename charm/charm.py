@@ -34,13 +34,7 @@ from state import (
     active_message,
     plan_trust,
 )
-from workload import (
-    RELATION_ORIGIN_PREFIX,
-    ConfigRejected,
-    TrustError,
-    Workload,
-    WorkloadError,
-)
+from workload import ConfigRejected, TrustError, Workload, WorkloadError
 
 logger = logging.getLogger(__name__)
 
@@ -270,39 +264,22 @@ class AarCharm(ops.CharmBase):
     def _reconcile_trust(self) -> list[str]:
         """Make the trust store hold exactly the relations' certificates, in their roles.
 
-        Only entries the charm added for a relation are ever removed; certificates trusted
-        by hand (`aar trust add`, the add-client action) are the operator's. Returns the
-        changes the daemon refused.
+        Returns the changes the daemon refused (`TrustPlan` decides which to make).
         """
         try:
             trusted, plan = self._trust_plan()
         except WorkloadError as e:
             return [f"cannot read the trust store: {e}"]
-        return self._trust_wanted(plan, trusted) + self._untrust_gone(plan, trusted)
-
-    def _trust_wanted(self, plan: TrustPlan, trusted: dict[str, dict]) -> list[str]:
-        """Trust each wanted certificate not yet trusted in its role; the refusals."""
         refused = []
-        for fingerprint, wanted in plan.wanted.items():
-            have = trusted.get(fingerprint)
-            if have is not None and have["role"] == wanted.role:
-                continue
+        for wanted in plan.to_trust(trusted):
             try:
                 logger.info("%s", self.workload.trust(wanted.pem, wanted.role, wanted.origin))
             except TrustError as e:
                 refused.append(f"cannot trust {wanted.unit}: {e}")
-        return refused
-
-    def _untrust_gone(self, plan: TrustPlan, trusted: dict[str, dict]) -> list[str]:
-        """Remove the relations' entries no relation asks for any more; the refusals."""
-        refused = []
-        for fingerprint, have in trusted.items():
-            if fingerprint in plan.wanted:
-                continue
-            if not str(have.get("origin", "")).startswith(RELATION_ORIGIN_PREFIX):
-                continue
+        for entry in plan.to_untrust(trusted):
+            fingerprint = entry["fingerprint"]
             try:
-                logger.info("%s (%s is gone)", self.workload.untrust(fingerprint), have["origin"])
+                logger.info("%s (%s is gone)", self.workload.untrust(fingerprint), entry["origin"])
             except TrustError as e:
                 refused.append(f"cannot remove {fingerprint[:12]}: {e}")
         return refused

@@ -23,6 +23,10 @@ AMS_ENDPOINTS = {"client": "registry-client", "publisher": "registry-publisher"}
 # typed in the AMS model accepts that name.
 _CROSS_MODEL_APP = re.compile(r"remote-[0-9a-f]{32}")
 TOKEN_HINT = "juju config aar ua_token=<token>"  # noqa: S105 (a placeholder, not a token)
+# Trust-store entries whose origin starts with this were added for a relation (see
+# `RemoteUnit.origin`); the charm removes them when the relation no longer carries them.
+# Anything else (the CLI, the add-client action) is the operator's and is left alone.
+RELATION_ORIGIN_PREFIX = "relation "
 
 
 class InvalidConfig(Exception):
@@ -188,7 +192,7 @@ class RemoteUnit:
     @property
     def origin(self) -> str:
         """Recorded in the trust store, so the charm knows which entries are its own."""
-        return f"relation {self.endpoint}:{self.relation_id} {self.unit}"
+        return f"{RELATION_ORIGIN_PREFIX}{self.endpoint}:{self.relation_id} {self.unit}"
 
 
 @dataclass(frozen=True)
@@ -209,6 +213,27 @@ class TrustPlan:
     wanted: dict[str, Wanted] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
+    def to_trust(self, trusted: Mapping[str, Mapping[str, str]]) -> list[Wanted]:
+        """The wanted certificates the trust store lacks, or holds in another role."""
+        return [
+            wanted
+            for fingerprint, wanted in self.wanted.items()
+            if fingerprint not in trusted or trusted[fingerprint]["role"] != wanted.role
+        ]
+
+    def to_untrust(self, trusted: Mapping[str, Mapping[str, str]]) -> list[Mapping[str, str]]:
+        """The entries added for a relation that no relation asks for any more.
+
+        Certificates trusted by hand (`aar trust add`, the add-client action) are the
+        operator's and never in this list.
+        """
+        return [
+            entry
+            for fingerprint, entry in trusted.items()
+            if fingerprint not in self.wanted
+            and str(entry.get("origin", "")).startswith(RELATION_ORIGIN_PREFIX)
+        ]
+
 
 def plan_trust(
     units: Iterable[RemoteUnit],
@@ -228,49 +253,56 @@ def plan_trust(
     Units that have not sent a certificate yet are skipped.
     """
     plan = TrustPlan()
-    current_publishers = {
-        c["fingerprint"]
-        for c in trusted
-        if c.get("role") == "publisher"
-        and str(c.get("origin", "")).startswith("relation publisher:")
-    }
+    current_publishers = _relation_publishers(trusted)
     revoked = set(revoked)
     candidates: dict[str, list[Wanted]] = {endpoint: [] for endpoint in ENDPOINTS}
     for unit in sorted(units, key=lambda u: (u.endpoint, u.relation_id, _unit_order(u.unit))):
         if not unit.certificate.strip():
             continue
-        mismatch = mode_problem(unit)
-        if mismatch:
-            plan.problems.append(mismatch)
-            continue
-        try:
-            info = aar_ext.parse_certificate(
-                unit.certificate, f"the certificate of {unit.unit} (aar:{unit.endpoint})"
-            )
-        except aar_ext.CertificateError as e:
-            plan.problems.append(f"invalid certificate from {unit.unit}: {e}")
-            continue
-        if info["fingerprint"] in revoked:
-            plan.problems.append(
-                f"the certificate of {unit.unit} (aar:{unit.endpoint}) was revoked; "
-                "give that AMS a new certificate, or remove the relation (juju "
-                f"remove-relation {ams_application(unit.unit)} aar:{unit.endpoint})"
-            )
-            continue
-        candidates[unit.endpoint].append(
-            Wanted(info["fingerprint"], unit.endpoint, unit.certificate, unit.origin, unit.unit)
-        )
+        checked = _check_unit(unit, revoked)
+        if isinstance(checked, Wanted):
+            candidates[unit.endpoint].append(checked)
+        else:
+            plan.problems.append(checked)
 
     publishers = candidates["publisher"]
     if len({w.unit for w in publishers}) > 1:
         kept = [w for w in publishers if w.fingerprint in current_publishers][:1]
         plan.problems.append(publisher_limit_problem(publishers, kept))
         publishers = kept
-    for wanted in publishers:
-        plan.wanted.setdefault(wanted.fingerprint, wanted)
-    for wanted in candidates["client"]:
+    for wanted in [*publishers, *candidates["client"]]:
         plan.wanted.setdefault(wanted.fingerprint, wanted)
     return plan
+
+
+def _check_unit(unit: RemoteUnit, revoked: set[str]) -> Wanted | str:
+    """The certificate a unit asks to have trusted, or why it cannot be (a Blocked text)."""
+    mismatch = mode_problem(unit)
+    if mismatch:
+        return mismatch
+    try:
+        info = aar_ext.parse_certificate(
+            unit.certificate, f"the certificate of {unit.unit} (aar:{unit.endpoint})"
+        )
+    except aar_ext.CertificateError as e:
+        return f"invalid certificate from {unit.unit}: {e}"
+    if info["fingerprint"] in revoked:
+        return (
+            f"the certificate of {unit.unit} (aar:{unit.endpoint}) was revoked; "
+            "give that AMS a new certificate, or remove the relation (juju "
+            f"remove-relation {ams_application(unit.unit)} aar:{unit.endpoint})"
+        )
+    return Wanted(info["fingerprint"], unit.endpoint, unit.certificate, unit.origin, unit.unit)
+
+
+def _relation_publishers(trusted: Iterable[Mapping[str, str]]) -> set[str]:
+    """The fingerprints trusted as publisher for a relation (not by hand)."""
+    return {
+        c["fingerprint"]
+        for c in trusted
+        if c.get("role") == "publisher"
+        and str(c.get("origin", "")).startswith(f"{RELATION_ORIGIN_PREFIX}publisher:")
+    }
 
 
 def mode_problem(unit: RemoteUnit) -> str | None:

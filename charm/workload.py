@@ -32,10 +32,6 @@ logger = logging.getLogger(__name__)
 
 SERVICE = "aar"
 SYSROOT_ENV = "AAR_CHARM_SYSROOT"
-# Trust-store entries whose origin starts with this were added for a relation; the charm
-# removes them when the relation no longer carries them. Anything else (the CLI, the
-# add-client action) is the operator's and is left alone.
-RELATION_ORIGIN_PREFIX = "relation "
 
 
 # <linux/sockios.h>: an interface's primary IPv4 address, the one netifaces and `ip -4`
