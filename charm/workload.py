@@ -377,12 +377,23 @@ class Workload:
                 return
             # The charm attached it with a previous token: the new token replaces it.
             self._run(["pro", "detach", "--assume-yes"], check=False)
+        result = self._run_pro_attach(token)
+        error = ""
+        if result.returncode != 0:
+            reason = _pro_reason(result.stdout, result.stderr)
+            error = _redact(reason, token) or "the Ubuntu Pro client gave no reason"
+        self._record_pro(token, error)
+        if error:
+            raise ProAttachError(error)
+
+    def _run_pro_attach(self, token: str) -> subprocess.CompletedProcess[str]:
+        """`pro attach`, the token in a root-only attach-config file removed afterwards."""
         fd, attach_config = tempfile.mkstemp(dir=self.paths.charm_state, suffix=".yaml")
         try:
             with os.fdopen(fd, "w") as f:
                 os.fchmod(f.fileno(), 0o600)
                 f.write(f"token: {json.dumps(token)}\n")
-            result = self._run(
+            return self._run(
                 [
                     "pro",
                     "attach",
@@ -396,13 +407,6 @@ class Workload:
             )
         finally:
             os.unlink(attach_config)
-        error = ""
-        if result.returncode != 0:
-            reason = _pro_reason(result.stdout, result.stderr)
-            error = _redact(reason, token) or "the Ubuntu Pro client gave no reason"
-        self._record_pro(token, error)
-        if error:
-            raise ProAttachError(error)
 
     def _record_pro(self, token: str, error: str) -> None:
         _write_atomically(
