@@ -33,6 +33,7 @@ from state import (
     TrustPlan,
     active_message,
     plan_trust,
+    public_interface_notice,
 )
 from workload import ConfigRejected, TrustError, Workload, WorkloadError
 
@@ -355,26 +356,9 @@ class AarCharm(ops.CharmBase):
 
     def _warn_deprecated_options(self) -> None:
         """Say, when the operator acts, that `public_interface` has a replacement."""
-        interface = self._options.public_interface
-        if not interface:
-            return
-        if self._options.location:
-            logger.warning(
-                "public_interface is deprecated, and public_interface=%s is ignored: "
-                "location is set (juju config aar --reset public_interface)",
-                interface,
-            )
-            return
-        address = self._location
-        if address:
-            logger.warning(
-                "public_interface is deprecated: advertising %s, the address of %s; set it "
-                "as location instead (juju config aar location=%s; "
-                "juju config aar --reset public_interface)",
-                address,
-                interface,
-                address,
-            )
+        notice = public_interface_notice(self._options, self._location)
+        if notice:
+            logger.warning("%s", notice)
 
     def _publish(self, running: dict) -> None:
         """Put this unit's certificate, fingerprint, address and port in every relation."""

@@ -117,6 +117,28 @@ class Options:
         )
 
 
+def public_interface_notice(options: Options, address: str) -> str:
+    """What to tell an operator who still sets `public_interface`; "" for nothing.
+
+    `address` is the one advertised in its stead ("" when the interface has none).
+    """
+    interface = options.public_interface
+    if not interface:
+        return ""
+    if options.location:
+        return (
+            f"public_interface is deprecated, and public_interface={interface} is ignored: "
+            "location is set (juju config aar --reset public_interface)"
+        )
+    if not address:
+        return ""
+    return (
+        f"public_interface is deprecated: advertising {address}, the address of {interface}; "
+        f"set it as location instead (juju config aar location={address}; "
+        "juju config aar --reset public_interface)"
+    )
+
+
 def describe_storage(storage: Mapping[str, object]) -> str:
     """`fs /var/lib/aar/data` or `s3 aar0 (eu-west-3) via CloudFront`."""
     if storage.get("kind") == "s3":
