@@ -72,7 +72,8 @@ class Findings:
     install_failed: str = ""  # the daemon could not be installed: nothing else was tried
     pro_refused: str = ""  # attaching to Ubuntu Pro failed in this dispatch
     config_refused: str = ""  # the rendered config was refused; the previous one is kept
-    trust_refused: list[str] = field(default_factory=list)  # trust changes refused
+    # trust changes the daemon refused, or why none could be made
+    trust_refused: list[str] = field(default_factory=list)
     service_ready: bool | None = None  # whether the daemon came up; None: not waited for
 
 
@@ -142,7 +143,8 @@ class AarCharm(ops.CharmBase):
             return found
         if isinstance(event, (ops.ConfigChangedEvent, ops.UpgradeCharmEvent)):
             self._warn_deprecated_options()
-        found.pro_refused = self._attach_pro(isinstance(event, ops.UpdateStatusEvent))
+        retry_refused = isinstance(event, ops.UpdateStatusEvent)
+        found.pro_refused = self._attach_pro(retry_refused=retry_refused)
         if self._must_stand_down():
             self._stand_down()
             return found
@@ -174,7 +176,7 @@ class AarCharm(ops.CharmBase):
             logger.warning("cannot read the daemon's version: %s", e)
         return changed
 
-    def _attach_pro(self, retry_refused: bool) -> str:
+    def _attach_pro(self, *, retry_refused: bool) -> str:
         """Attach the machine to Ubuntu Pro with the token; why that failed, or "".
 
         A new token is tried at once; a refused one again at each update-status
