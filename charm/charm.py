@@ -2,40 +2,79 @@
 """The aar machine charm: Juju events in, the daemon configured and trusted out.
 
 Every event that can change what the unit should do runs the same `_reconcile`, which
-reads the whole of `juju config` and both relations and converges the machine towards them
-(install, config file, Ubuntu Pro, trust store, service, relation data). Decisions live in
-`state.py` (backed by the daemon's own Rust code through `aar_ext`), machine work in
-`workload.py`; this module only speaks Juju. Status is computed in one place,
-`_on_collect_status`, from the issues the reconcile found.
+reads the whole of `juju config` and both relations and makes the machine match them
+(install, Ubuntu Pro, config file, trust store, service, relation data). It changes things
+and nothing else: the status is collected afterwards in one place, `_unit_status`, from the
+config, the relations and the machine as they then are, plus the few failures only the
+applying dispatch knows about (`Findings`). An action applies nothing, so its status is
+the same evaluation with nothing found.
+
+Decisions live in `state.py` (backed by the daemon's own Rust code through `aar_ext`),
+machine work in `workload.py`; this module only speaks Juju.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ops
 
 import aar_ext
+from actions import Actions
 from state import (
     ENDPOINTS,
     TOKEN_HINT,
-    CharmConfig,
     InvalidConfig,
+    Options,
     RemoteUnit,
+    TrustPlan,
     active_message,
     plan_trust,
+    public_interface_notice,
 )
-from workload import (
-    RELATION_ORIGIN_PREFIX,
-    ConfigRejected,
-    ProAttachError,
-    TrustError,
-    Workload,
-    WorkloadError,
-)
+from workload import ConfigRejected, TrustError, Workload, WorkloadError
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Leaving:
+    """What the event being handled takes away: it must no longer count.
+
+    A relation is still listed in its own relation-broken hook, and a departing unit may
+    still be listed in relation-departed; trusting or publishing to either would undo the
+    very event the charm is handling.
+    """
+
+    broken: int | None = None  # the id of the relation being broken
+    departing: tuple[int, str] | None = None  # (relation id, unit name)
+
+    @classmethod
+    def of(cls, event: ops.EventBase) -> Leaving:
+        if isinstance(event, ops.RelationBrokenEvent):
+            return cls(broken=event.relation.id)
+        if isinstance(event, ops.RelationDepartedEvent) and event.departing_unit:
+            return cls(departing=(event.relation.id, event.departing_unit.name))
+        return cls()
+
+
+@dataclass
+class Findings:
+    """What a reconcile met that the machine does not show afterwards.
+
+    Everything else the status says is read from the config, the relations and the machine;
+    these failures are known only to the dispatch that met them.
+    """
+
+    install_failed: str = ""  # the daemon could not be installed: nothing else was tried
+    pro_refused: str = ""  # attaching to Ubuntu Pro failed in this dispatch
+    config_refused: str = ""  # the rendered config was refused; the previous one is kept
+    # trust changes the daemon refused, or why none could be made
+    trust_refused: list[str] = field(default_factory=list)
+    service_ready: bool | None = None  # whether the daemon came up; None: not waited for
 
 
 class AarCharm(ops.CharmBase):
@@ -44,11 +83,11 @@ class AarCharm(ops.CharmBase):
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
         self.workload = Workload()
-        # The statuses found by this dispatch's reconcile; None when no reconcile ran (an
-        # action), in which case collect-status evaluates without changing anything.
-        self._issues: list[ops.StatusBase] | None = None
-        # `location`, or what the deprecated `public_interface` resolves to; once per dispatch.
-        self._location_value: str | None = None
+        # What this dispatch's reconcile met; nothing when none ran (an action).
+        self._found = Findings()
+        # The relation or unit this dispatch's event removes; nothing for other events.
+        self._leaving = Leaving()
+        self._stopped = False
         events = [
             self.on.install,
             self.on.config_changed,
@@ -69,112 +108,130 @@ class AarCharm(ops.CharmBase):
         framework.observe(self.on.stop, self._on_stop)
         framework.observe(self.on.remove, self._on_stop)
         framework.observe(self.on.collect_unit_status, self._on_collect_status)
-        framework.observe(self.on.list_clients_action, self._on_list_clients)
-        framework.observe(self.on.revoke_client_action, self._on_revoke_client)
-        framework.observe(self.on.get_certificate_action, self._on_get_certificate)
-        framework.observe(self.on.add_client_action, self._on_add_client)
+        self.actions = Actions(
+            self, self.workload, self._running_config, lambda: self._address(None)
+        )
 
-    # -- reconcile -----------------------------------------------------------------------
+    @functools.cached_property
+    def _options(self) -> Options:
+        """`juju config aar`, read once per dispatch: the one place the charm reads it."""
+        return Options.read(self.config, str(self.workload.paths.state_directory))
+
+    # -- reconcile: make the machine match the config and relations ----------------------
 
     def _on_reconcile(self, event: ops.EventBase) -> None:
-        self._issues = self._converge(event, apply=True)
+        self._leaving = Leaving.of(event)
+        self._found = self._reconcile(event)
 
     def _on_stop(self, _event: ops.EventBase) -> None:
         # The data directory, trust store and config stay: a new unit or a redeploy on this
         # machine picks them up again.
         self.workload.stop()
-        kept = self.workload.paths.state_directory
-        self._issues = [ops.MaintenanceStatus(f"stopped; data kept in {kept}")]
+        self._stopped = True
 
-    def _converge(self, event: ops.EventBase | None, *, apply: bool) -> list[ops.StatusBase]:
-        """Bring the machine in line with config and relations; return what is wrong.
+    def _reconcile(self, event: ops.EventBase) -> Findings:
+        """Make the machine match the config and relations; what failed on the way.
 
-        With `apply=False` nothing is changed: the result is what the unit's status should
-        say now (used after actions, which must not restart anything).
+        Without the daemon nothing else is tried; a unit that must not serve stops there;
+        before any config file exists there is no trust store or service to manage.
         """
-        issues: list[ops.StatusBase] = []
-        workload = self.workload
-        state_directory = str(workload.paths.state_directory)
-
-        binary_changed = False
-        if apply and (
-            isinstance(event, (ops.InstallEvent, ops.UpgradeCharmEvent))
-            or not workload.paths.binary.exists()
-        ):
-            try:
-                binary_changed = workload.install(self.charm_dir / "bin" / "aar")
-            except WorkloadError as e:
-                return [ops.BlockedStatus(f"cannot install the daemon: {e}")]
-        if apply:
-            try:
-                self.unit.set_workload_version(workload.version())
-            except WorkloadError as e:
-                logger.warning("cannot read the daemon's version: %s", e)
-
-        if apply and isinstance(event, (ops.ConfigChangedEvent, ops.UpgradeCharmEvent)):
-            self._warn_deprecated_options()
+        found = Findings()
         try:
-            config = CharmConfig.from_options(self.config, state_directory)
-        except InvalidConfig as e:
-            issues.append(ops.BlockedStatus(str(e)))
-            config = None
-
+            binary_changed = self._install(event)
+        except WorkloadError as e:
+            found.install_failed = f"cannot install the daemon: {e}"
+            return found
+        if isinstance(event, (ops.ConfigChangedEvent, ops.UpgradeCharmEvent)):
+            self._warn_deprecated_options()
+        retry_refused = isinstance(event, ops.UpdateStatusEvent)
+        found.pro_refused = self._attach_pro(retry_refused=retry_refused)
+        if self._must_stand_down():
+            self._stand_down()
+            return found
+        found.config_refused, config_changed = self._write_config()
         running = self._running_config()
-        storage = config.storage if config else (running or {}).get("storage", {"kind": "fs"})
-
-        if config is not None and not config.ua_token:
-            issues.append(ops.BlockedStatus(f"set the Ubuntu Pro token: {TOKEN_HINT}"))
-        elif config is not None and workload.pro_available():
-            issues += self._ensure_pro(config.ua_token, event, apply=apply)
-
-        if storage.get("kind") != "s3" and not self.unit.is_leader():
-            if apply:
-                workload.stop()
-                self.unit.set_ports()
-                self._clear_relation_data(event)
-            return [
-                *issues,
-                ops.BlockedStatus(
-                    "filesystem storage serves from one unit only (the leader); "
-                    "configure S3 storage to run several (juju config aar -f config.yaml) "
-                    f"or remove this one (juju remove-unit {self.unit.name})"
-                ),
-            ]
-
-        config_changed = False
-        if config is not None and apply:
-            try:
-                text = config.render(state_directory, self._advertise(config))
-                config_changed = workload.ensure_config(text)
-            except InvalidConfig as e:
-                issues.append(ops.BlockedStatus(str(e)))
-            except ConfigRejected as e:
-                issues.append(
-                    ops.BlockedStatus(
-                        f"the daemon refused the rendered config ({e}); the previous config "
-                        "is kept: check juju config aar and the charm revision"
-                    )
-                )
-            running = self._running_config()
-
         if running is None:
-            # Nothing was ever configured: no trust store or service to manage yet.
-            return issues or [ops.WaitingStatus("waiting for a valid configuration")]
-
-        issues += self._reconcile_trust(event, apply=apply)
-
-        # An invalid config leaves the last good one running, so whether to serve depends
-        # only on the token having been set.
-        serving = bool(str(self.config.get("ua_token") or "").strip())
+            return found
+        found.trust_refused = self._reconcile_trust()
+        serving = bool(self._options.ua_token)
         if serving:
-            issues += self._ensure_service(
-                running, restart=config_changed or binary_changed, apply=apply
-            )
-        if apply:
-            # Only a serving unit opens its port; a changed port closes the old one.
-            self.unit.set_ports(*([running["port"]] if serving else []))
-            self._publish(running, event)
-        return issues
+            restart = config_changed or binary_changed
+            found.service_ready = self._run_service(running, restart=restart)
+        # Only a serving unit opens its port; a changed port closes the old one.
+        self.unit.set_ports(*([running["port"]] if serving else []))
+        self._publish(running)
+        return found
+
+    def _install(self, event: ops.EventBase) -> bool:
+        """Install the daemon the charm carries, when new or missing; whether it changed."""
+        changed = False
+        if (
+            isinstance(event, (ops.InstallEvent, ops.UpgradeCharmEvent))
+            or not self.workload.paths.binary.exists()
+        ):
+            changed = self.workload.install(self.charm_dir / "bin" / "aar")
+        try:
+            self.unit.set_workload_version(self.workload.version())
+        except WorkloadError as e:
+            logger.warning("cannot read the daemon's version: %s", e)
+        return changed
+
+    def _attach_pro(self, *, retry_refused: bool) -> str:
+        """Attach the machine to Ubuntu Pro with the token; why that failed, or "".
+
+        A new token is tried at once; a refused one again at each update-status
+        (`retry_refused`), in case the refusal was the network's rather than the token's.
+        """
+        token = self._options.ua_token
+        if self._options.config is None or not token or not self.workload.pro_available():
+            return ""
+        attached, refused = self.workload.pro_state(token)
+        if attached or (refused and not retry_refused):
+            return ""
+        try:
+            self.workload.pro_attach(token)
+        except WorkloadError as e:  # ProAttachError among them: the client's reason
+            return str(e)
+        logger.info("attached the machine to Ubuntu Pro")
+        return ""
+
+    def _must_stand_down(self) -> bool:
+        """Filesystem storage serves from the leader only: whether this unit must not.
+
+        With an invalid config, the storage is that of the config still running.
+        """
+        config = self._options.config
+        if config is not None:
+            storage = config.storage
+        else:
+            storage = (self._running_config() or {}).get("storage", {"kind": "fs"})
+        return storage.get("kind") != "s3" and not self.unit.is_leader()
+
+    def _stand_down(self) -> None:
+        """Stop serving: no service, no open port, nothing in the relations for AMS."""
+        self.workload.stop()
+        self.unit.set_ports()
+        self._clear_relation_data()
+
+    def _write_config(self) -> tuple[str, bool]:
+        """Render the daemon's config and install it: (why it was refused, or "", changed).
+
+        The daemon checks the new file first; a refused one leaves the previous one running.
+        """
+        config = self._options.config
+        if config is None:
+            return "", False
+        state_directory = str(self.workload.paths.state_directory)
+        try:
+            text = config.render(state_directory, self._advertise())
+            return "", self.workload.ensure_config(text)
+        except InvalidConfig as e:
+            return str(e), False
+        except ConfigRejected as e:
+            return (
+                f"the daemon refused the rendered config ({e}); the previous config "
+                "is kept: check juju config aar and the charm revision"
+            ), False
 
     def _running_config(self) -> dict | None:
         """What the config file on disk says (the daemon's view), or None without one."""
@@ -187,114 +244,72 @@ class AarCharm(ops.CharmBase):
             logger.warning("the current config file is invalid: %s", e)
             return None
 
-    def _ensure_pro(
-        self, token: str, event: ops.EventBase | None, *, apply: bool
-    ) -> list[ops.StatusBase]:
-        attached, error = self.workload.pro_state(token)
-        if attached:
-            return []
-        # A new token is tried at once; a refused one again at each update-status, in case
-        # the refusal was the network's rather than the token's.
-        retry = not error or isinstance(event, ops.UpdateStatusEvent)
-        if apply and retry:
-            try:
-                self.workload.pro_attach(token)
-                logger.info("attached the machine to Ubuntu Pro")
-                return []
-            except ProAttachError as e:
-                error = str(e)
-            except WorkloadError as e:
-                error = str(e)
-        if not error:
-            return [ops.MaintenanceStatus("attaching the machine to Ubuntu Pro")]
-        return [
-            ops.BlockedStatus(
-                f"Ubuntu Pro refused ua_token: {error}; set a valid token: {TOKEN_HINT}"
-            )
-        ]
+    def _run_service(self, running: dict, *, restart: bool) -> bool:
+        """Start the daemon, or restart it for a new config or binary; whether it is ready."""
+        try:
+            if not self.workload.is_running():
+                self.workload.start()
+            elif restart:
+                logger.info("restarting the daemon for its new config or binary")
+                self.workload.restart()
+        except WorkloadError as e:
+            logger.warning("%s", e)
+        return self.workload.wait_ready(Path(running["certificate"]))
 
-    def _ensure_service(
-        self, running: dict, *, restart: bool, apply: bool
-    ) -> list[ops.StatusBase]:
-        workload = self.workload
-        if apply:
-            try:
-                if not workload.is_running():
-                    workload.start()
-                elif restart:
-                    logger.info("restarting the daemon for its new config or binary")
-                    workload.restart()
-            except WorkloadError as e:
-                logger.warning("%s", e)
-            ready = workload.wait_ready(Path(running["certificate"]))
-        else:
-            ready = workload.is_running()
-        if ready:
-            return []
-        reason = workload.failure_reason() or "it exited"
-        return [
-            ops.BlockedStatus(f"the aar service is not running: {reason}; see journalctl -u aar")
-        ]
+    # -- trust ---------------------------------------------------------------------------
 
-    # -- relations -----------------------------------------------------------------------
+    def _trust_plan(self) -> tuple[dict[str, dict], TrustPlan]:
+        """The trust store's entries by fingerprint, and whom the relations ask to trust."""
+        trusted = {c["fingerprint"]: c for c in self.workload.trusted()}
+        revoked = [c["fingerprint"] for c in self.workload.revoked()]
+        return trusted, plan_trust(self._remote_units(), trusted.values(), revoked)
 
-    def _remote_units(self, event: ops.EventBase | None) -> list[RemoteUnit]:
-        """Every related AMS unit's data, without the unit or relation going away."""
-        departing = None
-        if isinstance(event, ops.RelationDepartedEvent) and event.departing_unit:
-            departing = event.departing_unit.name
-        broken = event.relation.id if isinstance(event, ops.RelationBrokenEvent) else None
-        units = []
-        for endpoint in ENDPOINTS:
-            for relation in self.model.relations[endpoint]:
-                if relation.id == broken:
-                    continue
-                for unit in relation.units:
-                    if unit.name == departing and relation.id == event.relation.id:
-                        continue
-                    data = relation.data[unit]
-                    units.append(RemoteUnit.from_data(endpoint, relation.id, unit.name, data))
-        return units
-
-    def _reconcile_trust(
-        self, event: ops.EventBase | None, *, apply: bool
-    ) -> list[ops.StatusBase]:
+    def _reconcile_trust(self) -> list[str]:
         """Make the trust store hold exactly the relations' certificates, in their roles.
 
-        Only entries the charm added for a relation are ever removed; certificates trusted
-        by hand (`aar trust add`, the add-client action) are the operator's.
+        Returns the changes the daemon refused (`TrustPlan` decides which to make).
         """
-        workload = self.workload
         try:
-            trusted = {c["fingerprint"]: c for c in workload.trusted()}
-            revoked = [c["fingerprint"] for c in workload.revoked()]
+            trusted, plan = self._trust_plan()
         except WorkloadError as e:
-            return [ops.BlockedStatus(f"cannot read the trust store: {e}")]
-        plan = plan_trust(self._remote_units(event), trusted.values(), revoked)
-        issues = [ops.BlockedStatus(problem) for problem in plan.problems]
-        if not apply:
-            return issues
-        for fingerprint, wanted in plan.wanted.items():
-            have = trusted.get(fingerprint)
-            if have is not None and have["role"] == wanted.role:
-                continue
+            return [f"cannot read the trust store: {e}"]
+        refused = []
+        for wanted in plan.to_trust(trusted):
             try:
-                logger.info("%s", workload.trust(wanted.pem, wanted.role, wanted.origin))
+                logger.info("%s", self.workload.trust(wanted.pem, wanted.role, wanted.origin))
             except TrustError as e:
-                issues.append(ops.BlockedStatus(f"cannot trust {wanted.unit}: {e}"))
-        for fingerprint, have in trusted.items():
-            if fingerprint in plan.wanted:
-                continue
-            if not str(have.get("origin", "")).startswith(RELATION_ORIGIN_PREFIX):
-                continue
+                refused.append(f"cannot trust {wanted.unit}: {e}")
+        for entry in plan.to_untrust(trusted):
+            fingerprint = entry["fingerprint"]
             try:
-                logger.info("%s (%s is gone)", workload.untrust(fingerprint), have["origin"])
+                logger.info("%s (%s is gone)", self.workload.untrust(fingerprint), entry["origin"])
             except TrustError as e:
-                issues.append(ops.BlockedStatus(f"cannot remove {fingerprint[:12]}: {e}"))
-        return issues
+                refused.append(f"cannot remove {fingerprint[:12]}: {e}")
+        return refused
 
-    def _advertise(self, config: CharmConfig) -> list[str]:
-        location = self._location()
+    # -- relations and addresses ---------------------------------------------------------
+
+    def _relations(self) -> list[tuple[str, ops.Relation]]:
+        """Every relation on our endpoints, with its endpoint, minus the one being broken."""
+        return [
+            (endpoint, relation)
+            for endpoint in ENDPOINTS
+            for relation in self.model.relations[endpoint]
+            if relation.id != self._leaving.broken
+        ]
+
+    def _remote_units(self) -> list[RemoteUnit]:
+        """Every related AMS unit's data, without the unit or relation going away."""
+        return [
+            RemoteUnit.from_data(endpoint, relation.id, unit.name, relation.data[unit])
+            for endpoint, relation in self._relations()
+            for unit in relation.units
+            if (relation.id, unit.name) != self._leaving.departing
+        ]
+
+    def _advertise(self) -> list[str]:
+        """The addresses the server certificate is made for."""
+        location = self._location
         addresses = [location] if location else []
         ingress = self._ingress_address(None)
         if ingress:
@@ -312,23 +327,19 @@ class AarCharm(ops.CharmBase):
         return str(address) if address else ""
 
     def _address(self, relation: ops.Relation | None) -> str:
-        return self._location() or self._ingress_address(relation)
+        return self._location or self._ingress_address(relation)
 
+    @functools.cached_property
     def _location(self) -> str:
-        """The address to advertise instead of the ingress address; "" for none."""
-        if self._location_value is None:
-            self._location_value = self._resolve_location()
-        return self._location_value
+        """The address to advertise instead of the ingress address; "" for none.
 
-    def _resolve_location(self) -> str:
-        """`location`, else the IPv4 address of the deprecated `public_interface`.
-
-        The official aar charm's `public_interface` names the interface whose address is
-        the unit's public one (its server certificate is made for it): what `location`
-        means here, so bundles written for that charm keep advertising the same address.
+        `location`, else the IPv4 address of the deprecated `public_interface`. The official
+        aar charm's `public_interface` names the interface whose address is the unit's public
+        one (its server certificate is made for it): what `location` means here, so bundles
+        written for that charm keep advertising the same address. Worked out once per
+        dispatch.
         """
-        location = str(self.config.get("location") or "").strip()
-        interface = str(self.config.get("public_interface") or "").strip()
+        location, interface = self._options.location, self._options.public_interface
         if location or not interface:
             return location
         try:
@@ -347,28 +358,11 @@ class AarCharm(ops.CharmBase):
 
     def _warn_deprecated_options(self) -> None:
         """Say, when the operator acts, that `public_interface` has a replacement."""
-        interface = str(self.config.get("public_interface") or "").strip()
-        if not interface:
-            return
-        if str(self.config.get("location") or "").strip():
-            logger.warning(
-                "public_interface is deprecated, and public_interface=%s is ignored: "
-                "location is set (juju config aar --reset public_interface)",
-                interface,
-            )
-            return
-        address = self._location()
-        if address:
-            logger.warning(
-                "public_interface is deprecated: advertising %s, the address of %s; set it "
-                "as location instead (juju config aar location=%s; "
-                "juju config aar --reset public_interface)",
-                address,
-                interface,
-                address,
-            )
+        notice = public_interface_notice(self._options, self._location)
+        if notice:
+            logger.warning("%s", notice)
 
-    def _publish(self, running: dict, event: ops.EventBase | None) -> None:
+    def _publish(self, running: dict) -> None:
         """Put this unit's certificate, fingerprint, address and port in every relation."""
         try:
             server = aar_ext.server_certificate(self.workload.paths.config_file)
@@ -377,143 +371,123 @@ class AarCharm(ops.CharmBase):
             server = None
         if server is None:
             return
-        broken = event.relation.id if isinstance(event, ops.RelationBrokenEvent) else None
-        for endpoint in ENDPOINTS:
-            for relation in self.model.relations[endpoint]:
-                if relation.id == broken:
-                    continue
-                relation.data[self.unit].update(
-                    {
-                        "certificate": server["pem"],
-                        "fingerprint": server["fingerprint"],
-                        "ip": self._address(relation),
-                        "port": str(running["port"]),
-                    }
-                )
+        for _, relation in self._relations():
+            relation.data[self.unit].update(
+                {
+                    "certificate": server["pem"],
+                    "fingerprint": server["fingerprint"],
+                    "ip": self._address(relation),
+                    "port": str(running["port"]),
+                }
+            )
 
-    def _clear_relation_data(self, event: ops.EventBase | None) -> None:
+    def _clear_relation_data(self) -> None:
         """A unit that does not serve must not be picked by AMS."""
-        broken = event.relation.id if isinstance(event, ops.RelationBrokenEvent) else None
-        for endpoint in ENDPOINTS:
-            for relation in self.model.relations[endpoint]:
-                if relation.id == broken:
-                    continue
-                data = relation.data[self.unit]
-                for key in ("certificate", "fingerprint", "ip", "port"):
-                    data.pop(key, None)
+        for _, relation in self._relations():
+            data = relation.data[self.unit]
+            for key in ("certificate", "fingerprint", "ip", "port"):
+                data.pop(key, None)
 
-    # -- status --------------------------------------------------------------------------
+    # -- status: what is wrong and how to fix it, or what is served ----------------------
 
     def _on_collect_status(self, event: ops.CollectStatusEvent) -> None:
-        issues = self._issues if self._issues is not None else self._converge(None, apply=False)
-        if issues:
-            # The reconcile lists issues most fundamental first; show that one.
-            event.add_status(issues[0])
-            return
+        event.add_status(self._unit_status())
+
+    def _unit_status(self) -> ops.StatusBase:
+        """The one status to show: the most fundamental issue, else what is served."""
+        if self._stopped:
+            return ops.MaintenanceStatus(
+                f"stopped; data kept in {self.workload.paths.state_directory}"
+            )
+        issues = self._issues()
+        return issues[0] if issues else self._serving_status()
+
+    def _issues(self) -> list[ops.StatusBase]:
+        """What is wrong, most fundamental first, each saying what to type to fix it.
+
+        Read from the config, the relations and the machine as they are now, plus what
+        this dispatch's reconcile met (`self._found`); nothing is changed.
+        """
+        if self._found.install_failed:
+            return [ops.BlockedStatus(self._found.install_failed)]
+        issues = [ops.BlockedStatus(self._options.invalid)] if self._options.invalid else []
+        issues += self._pro_issues()
+        if self._must_stand_down():
+            return [*issues, ops.BlockedStatus(self._stand_down_message())]
+        if self._found.config_refused:
+            issues.append(ops.BlockedStatus(self._found.config_refused))
+        if self._running_config() is None:
+            # Nothing was ever configured: no trust store or service to look at yet.
+            return issues or [ops.WaitingStatus("waiting for a valid configuration")]
+        issues += self._trust_issues()
+        # An invalid config leaves the last good one running, so whether to serve depends
+        # only on the token having been set.
+        if self._options.ua_token:
+            issues += self._service_issues()
+        return issues
+
+    def _pro_issues(self) -> list[ops.StatusBase]:
+        """No token, or the machine not (yet) attached to Ubuntu Pro with it."""
+        if self._options.config is None:
+            return []
+        token = self._options.ua_token
+        if not token:
+            return [ops.BlockedStatus(f"set the Ubuntu Pro token: {TOKEN_HINT}")]
+        if not self.workload.pro_available():
+            return []
+        attached, refused = self.workload.pro_state(token)
+        # An attempt that failed before the client answered leaves no record to read.
+        refused = self._found.pro_refused or refused
+        if refused:
+            return [
+                ops.BlockedStatus(
+                    f"Ubuntu Pro refused ua_token: {refused}; set a valid token: {TOKEN_HINT}"
+                )
+            ]
+        if attached:
+            return []
+        return [ops.MaintenanceStatus("attaching the machine to Ubuntu Pro")]
+
+    def _stand_down_message(self) -> str:
+        return (
+            "filesystem storage serves from one unit only (the leader); configure S3 "
+            "storage to run several (juju config aar -f config.yaml) or remove this one "
+            f"(juju remove-unit {self.unit.name})"
+        )
+
+    def _trust_issues(self) -> list[ops.StatusBase]:
+        """What in the relations cannot be trusted, then the changes the daemon refused."""
+        try:
+            _, plan = self._trust_plan()
+        except WorkloadError as e:
+            return [ops.BlockedStatus(f"cannot read the trust store: {e}")]
+        problems = [*plan.problems, *self._found.trust_refused]
+        return [ops.BlockedStatus(problem) for problem in problems]
+
+    def _service_issues(self) -> list[ops.StatusBase]:
+        """The daemon not running: as this dispatch waited for it, else as systemd says."""
+        ready = self._found.service_ready
+        if ready is None:
+            ready = self.workload.is_running()
+        if ready:
+            return []
+        reason = self.workload.failure_reason() or "it exited"
+        return [
+            ops.BlockedStatus(f"the aar service is not running: {reason}; see journalctl -u aar")
+        ]
+
+    def _serving_status(self) -> ops.StatusBase:
+        """Active: where the registry serves, from which storage, to how many AMS."""
         running = self._running_config()
         if running is None:
-            event.add_status(ops.WaitingStatus("waiting for a valid configuration"))
-            return
+            return ops.WaitingStatus("waiting for a valid configuration")
         try:
             trusted = self.workload.trusted()
         except WorkloadError as e:
-            event.add_status(ops.BlockedStatus(f"cannot read the trust store: {e}"))
-            return
-        event.add_status(
-            ops.ActiveStatus(
-                active_message(self._address(None), running["port"], running["storage"], trusted)
-            )
+            return ops.BlockedStatus(f"cannot read the trust store: {e}")
+        return ops.ActiveStatus(
+            active_message(self._address(None), running["port"], running["storage"], trusted)
         )
-
-    # -- actions -------------------------------------------------------------------------
-
-    def _on_list_clients(self, event: ops.ActionEvent) -> None:
-        revoked = bool(event.params.get("revoked", False))
-        try:
-            certs = self.workload.revoked() if revoked else self.workload.trusted()
-        except WorkloadError as e:
-            event.fail(f"cannot read the trust store: {e}")
-            return
-        results: dict = {"count": len(certs)}
-        if certs:
-            results["certificates"] = {
-                cert["fingerprint"]: (
-                    {
-                        "subject": cert.get("subject") or "-",
-                        "revoked-at": cert.get("revoked_at", ""),
-                    }
-                    if revoked
-                    else {
-                        "role": cert["role"],
-                        "origin": cert.get("origin") or "-",
-                        "subject": cert.get("subject") or "-",
-                        "expires": cert.get("not_after") or "-",
-                        "added": cert.get("added_at") or "-",
-                    }
-                )
-                for cert in certs
-            }
-        event.set_results(results)
-
-    def _on_revoke_client(self, event: ops.ActionEvent) -> None:
-        fingerprint = str(event.params.get("fingerprint", "")).strip()
-        if not fingerprint:
-            event.fail(
-                "pass the certificate's fingerprint: juju run aar/0 revoke-client "
-                "fingerprint=<sha256> (see the list-clients action)"
-            )
-            return
-        try:
-            message = self.workload.revoke(fingerprint)
-        except WorkloadError as e:
-            event.fail(str(e))
-            return
-        event.set_results({"message": message})
-
-    def _on_get_certificate(self, event: ops.ActionEvent) -> None:
-        try:
-            server = aar_ext.server_certificate(self.workload.paths.config_file)
-        except (aar_ext.ConfigError, aar_ext.CertificateError) as e:
-            event.fail(f"cannot read the server certificate: {e}")
-            return
-        except OSError:
-            server = None
-        running = self._running_config()
-        if server is None or running is None:
-            event.fail(
-                "the registry has not started yet, so it has no certificate: "
-                "check the unit's status (juju status aar)"
-            )
-            return
-        event.set_results(
-            {
-                "certificate": server["pem"],
-                "fingerprint": server["fingerprint"],
-                "expires": server["not_after"],
-                "address": f"{self._address(None)}:{running['port']}",
-            }
-        )
-
-    def _on_add_client(self, event: ops.ActionEvent) -> None:
-        pem = str(event.params.get("certificate", ""))
-        role = str(event.params.get("role", "client"))
-        if role not in ENDPOINTS:
-            event.fail(f"role must be client or publisher, not {role!r}")
-            return
-        try:
-            info = aar_ext.parse_certificate(pem, "the certificate parameter")
-        except aar_ext.CertificateError as e:
-            event.fail(str(e))
-            return
-        if self._running_config() is None:
-            event.fail("the registry is not configured yet: check juju status aar")
-            return
-        try:
-            message = self.workload.trust(pem, role, "action add-client")
-        except WorkloadError as e:
-            event.fail(str(e))
-            return
-        event.set_results({"fingerprint": info["fingerprint"], "role": role, "message": message})
 
 
 if __name__ == "__main__":  # pragma: no cover

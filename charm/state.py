@@ -23,6 +23,10 @@ AMS_ENDPOINTS = {"client": "registry-client", "publisher": "registry-publisher"}
 # typed in the AMS model accepts that name.
 _CROSS_MODEL_APP = re.compile(r"remote-[0-9a-f]{32}")
 TOKEN_HINT = "juju config aar ua_token=<token>"  # noqa: S105 (a placeholder, not a token)
+# Trust-store entries whose origin starts with this were added for a relation (see
+# `RemoteUnit.origin`); the charm removes them when the relation no longer carries them.
+# Anything else (the CLI, the add-client action) is the operator's and is left alone.
+RELATION_ORIGIN_PREFIX = "relation "
 
 
 class InvalidConfig(Exception):
@@ -31,22 +35,19 @@ class InvalidConfig(Exception):
 
 @dataclass(frozen=True)
 class CharmConfig:
-    """`juju config aar`, validated."""
+    """The settings the daemon's config file is made of, validated."""
 
-    # repr=False: the token must not reach a log line through a dataclass repr.
-    ua_token: str = field(repr=False)
+    # repr=False: storage_config holds S3 credentials; a dataclass repr must not log them.
     storage_config: str = field(repr=False)
     storage: dict
     port: int
     location: str
 
     @classmethod
-    def from_options(cls, options: Mapping[str, object], state_directory: str) -> CharmConfig:
-        """Validate the options; `InvalidConfig` carries the Blocked message."""
-        token = str(options.get("ua_token") or "").strip()
-        storage_config = str(options.get("storage_config") or "")
-        location = str(options.get("location") or "").strip()
-        port = options.get("port", 3000)
+    def validate(
+        cls, storage_config: str, port: object, location: str, state_directory: str
+    ) -> CharmConfig:
+        """Check the options the daemon reads; `InvalidConfig` carries the Blocked message."""
         if not isinstance(port, int) or not 1 <= port <= 65535:
             raise InvalidConfig(
                 f"invalid port {port}: use a TCP port from 1 to 65535 (juju config aar port=3000)"
@@ -59,11 +60,7 @@ class CharmConfig:
                 "the registry keeps serving with its previous storage)"
             ) from None
         return cls(
-            ua_token=token,
-            storage_config=storage_config,
-            storage=dict(storage),
-            port=port,
-            location=location,
+            storage_config=storage_config, storage=dict(storage), port=port, location=location
         )
 
     def render(self, state_directory: str, advertise: Iterable[str]) -> str:
@@ -79,6 +76,67 @@ class CharmConfig:
                     "set a host name or IP address (juju config aar location=<address>)"
                 ) from None
             raise InvalidConfig(f"cannot render the daemon's config: {e}") from None
+
+
+@dataclass(frozen=True)
+class Options:
+    """`juju config aar`, read in one place, and the daemon's settings validated from it.
+
+    `config` is None when those settings are invalid, and `invalid` says why. The token and
+    the address options are kept either way: an invalid config leaves the last good one
+    running, and whether that one serves depends only on the token.
+    """
+
+    # repr=False: the token must not reach a log line through a dataclass repr.
+    ua_token: str = field(repr=False)
+    location: str
+    public_interface: str
+    config: CharmConfig | None
+    invalid: str = ""
+
+    @classmethod
+    def read(cls, options: Mapping[str, object], state_directory: str) -> Options:
+        """Read every option the charm uses; nothing else reads `juju config`."""
+        location = str(options.get("location") or "").strip()
+        try:
+            config = CharmConfig.validate(
+                str(options.get("storage_config") or ""),
+                options.get("port", 3000),
+                location,
+                state_directory,
+            )
+            invalid = ""
+        except InvalidConfig as e:
+            config, invalid = None, str(e)
+        return cls(
+            ua_token=str(options.get("ua_token") or "").strip(),
+            location=location,
+            public_interface=str(options.get("public_interface") or "").strip(),
+            config=config,
+            invalid=invalid,
+        )
+
+
+def public_interface_notice(options: Options, address: str) -> str:
+    """What to tell an operator who still sets `public_interface`; "" for nothing.
+
+    `address` is the one advertised in its stead ("" when the interface has none).
+    """
+    interface = options.public_interface
+    if not interface:
+        return ""
+    if options.location:
+        return (
+            f"public_interface is deprecated, and public_interface={interface} is ignored: "
+            "location is set (juju config aar --reset public_interface)"
+        )
+    if not address:
+        return ""
+    return (
+        f"public_interface is deprecated: advertising {address}, the address of {interface}; "
+        f"set it as location instead (juju config aar location={address}; "
+        "juju config aar --reset public_interface)"
+    )
 
 
 def describe_storage(storage: Mapping[str, object]) -> str:
@@ -156,7 +214,7 @@ class RemoteUnit:
     @property
     def origin(self) -> str:
         """Recorded in the trust store, so the charm knows which entries are its own."""
-        return f"relation {self.endpoint}:{self.relation_id} {self.unit}"
+        return f"{RELATION_ORIGIN_PREFIX}{self.endpoint}:{self.relation_id} {self.unit}"
 
 
 @dataclass(frozen=True)
@@ -177,6 +235,27 @@ class TrustPlan:
     wanted: dict[str, Wanted] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
+    def to_trust(self, trusted: Mapping[str, Mapping[str, str]]) -> list[Wanted]:
+        """The wanted certificates the trust store lacks, or holds in another role."""
+        return [
+            wanted
+            for fingerprint, wanted in self.wanted.items()
+            if fingerprint not in trusted or trusted[fingerprint]["role"] != wanted.role
+        ]
+
+    def to_untrust(self, trusted: Mapping[str, Mapping[str, str]]) -> list[Mapping[str, str]]:
+        """The entries added for a relation that no relation asks for any more.
+
+        Certificates trusted by hand (`aar trust add`, the add-client action) are the
+        operator's and never in this list.
+        """
+        return [
+            entry
+            for fingerprint, entry in trusted.items()
+            if fingerprint not in self.wanted
+            and str(entry.get("origin", "")).startswith(RELATION_ORIGIN_PREFIX)
+        ]
+
 
 def plan_trust(
     units: Iterable[RemoteUnit],
@@ -196,49 +275,56 @@ def plan_trust(
     Units that have not sent a certificate yet are skipped.
     """
     plan = TrustPlan()
-    current_publishers = {
-        c["fingerprint"]
-        for c in trusted
-        if c.get("role") == "publisher"
-        and str(c.get("origin", "")).startswith("relation publisher:")
-    }
+    current_publishers = _relation_publishers(trusted)
     revoked = set(revoked)
     candidates: dict[str, list[Wanted]] = {endpoint: [] for endpoint in ENDPOINTS}
     for unit in sorted(units, key=lambda u: (u.endpoint, u.relation_id, _unit_order(u.unit))):
         if not unit.certificate.strip():
             continue
-        mismatch = mode_problem(unit)
-        if mismatch:
-            plan.problems.append(mismatch)
-            continue
-        try:
-            info = aar_ext.parse_certificate(
-                unit.certificate, f"the certificate of {unit.unit} (aar:{unit.endpoint})"
-            )
-        except aar_ext.CertificateError as e:
-            plan.problems.append(f"invalid certificate from {unit.unit}: {e}")
-            continue
-        if info["fingerprint"] in revoked:
-            plan.problems.append(
-                f"the certificate of {unit.unit} (aar:{unit.endpoint}) was revoked; "
-                "give that AMS a new certificate, or remove the relation (juju "
-                f"remove-relation {ams_application(unit.unit)} aar:{unit.endpoint})"
-            )
-            continue
-        candidates[unit.endpoint].append(
-            Wanted(info["fingerprint"], unit.endpoint, unit.certificate, unit.origin, unit.unit)
-        )
+        checked = _check_unit(unit, revoked)
+        if isinstance(checked, Wanted):
+            candidates[unit.endpoint].append(checked)
+        else:
+            plan.problems.append(checked)
 
     publishers = candidates["publisher"]
     if len({w.unit for w in publishers}) > 1:
         kept = [w for w in publishers if w.fingerprint in current_publishers][:1]
         plan.problems.append(publisher_limit_problem(publishers, kept))
         publishers = kept
-    for wanted in publishers:
-        plan.wanted.setdefault(wanted.fingerprint, wanted)
-    for wanted in candidates["client"]:
+    for wanted in [*publishers, *candidates["client"]]:
         plan.wanted.setdefault(wanted.fingerprint, wanted)
     return plan
+
+
+def _check_unit(unit: RemoteUnit, revoked: set[str]) -> Wanted | str:
+    """The certificate a unit asks to have trusted, or why it cannot be (a Blocked text)."""
+    mismatch = mode_problem(unit)
+    if mismatch:
+        return mismatch
+    try:
+        info = aar_ext.parse_certificate(
+            unit.certificate, f"the certificate of {unit.unit} (aar:{unit.endpoint})"
+        )
+    except aar_ext.CertificateError as e:
+        return f"invalid certificate from {unit.unit}: {e}"
+    if info["fingerprint"] in revoked:
+        return (
+            f"the certificate of {unit.unit} (aar:{unit.endpoint}) was revoked; "
+            "give that AMS a new certificate, or remove the relation (juju "
+            f"remove-relation {ams_application(unit.unit)} aar:{unit.endpoint})"
+        )
+    return Wanted(info["fingerprint"], unit.endpoint, unit.certificate, unit.origin, unit.unit)
+
+
+def _relation_publishers(trusted: Iterable[Mapping[str, str]]) -> set[str]:
+    """The fingerprints trusted as publisher for a relation (not by hand)."""
+    return {
+        c["fingerprint"]
+        for c in trusted
+        if c.get("role") == "publisher"
+        and str(c.get("origin", "")).startswith(f"{RELATION_ORIGIN_PREFIX}publisher:")
+    }
 
 
 def mode_problem(unit: RemoteUnit) -> str | None:

@@ -32,10 +32,6 @@ logger = logging.getLogger(__name__)
 
 SERVICE = "aar"
 SYSROOT_ENV = "AAR_CHARM_SYSROOT"
-# Trust-store entries whose origin starts with this were added for a relation; the charm
-# removes them when the relation no longer carries them. Anything else (the CLI, the
-# add-client action) is the operator's and is left alone.
-RELATION_ORIGIN_PREFIX = "relation "
 
 
 # <linux/sockios.h>: an interface's primary IPv4 address, the one netifaces and `ip -4`
@@ -381,12 +377,23 @@ class Workload:
                 return
             # The charm attached it with a previous token: the new token replaces it.
             self._run(["pro", "detach", "--assume-yes"], check=False)
+        result = self._run_pro_attach(token)
+        error = ""
+        if result.returncode != 0:
+            reason = _pro_reason(result.stdout, result.stderr)
+            error = _redact(reason, token) or "the Ubuntu Pro client gave no reason"
+        self._record_pro(token, error)
+        if error:
+            raise ProAttachError(error)
+
+    def _run_pro_attach(self, token: str) -> subprocess.CompletedProcess[str]:
+        """`pro attach`, the token in a root-only attach-config file removed afterwards."""
         fd, attach_config = tempfile.mkstemp(dir=self.paths.charm_state, suffix=".yaml")
         try:
             with os.fdopen(fd, "w") as f:
                 os.fchmod(f.fileno(), 0o600)
                 f.write(f"token: {json.dumps(token)}\n")
-            result = self._run(
+            return self._run(
                 [
                     "pro",
                     "attach",
@@ -400,13 +407,6 @@ class Workload:
             )
         finally:
             os.unlink(attach_config)
-        error = ""
-        if result.returncode != 0:
-            reason = _pro_reason(result.stdout, result.stderr)
-            error = _redact(reason, token) or "the Ubuntu Pro client gave no reason"
-        self._record_pro(token, error)
-        if error:
-            raise ProAttachError(error)
 
     def _record_pro(self, token: str, error: str) -> None:
         _write_atomically(
