@@ -206,6 +206,47 @@ async fn a_stalled_download_is_cut_off_and_frees_its_slot() {
     drop(conn);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_paused_within_the_write_timeout_completes() {
+    let d = Daemon::start("http: {limits: {write-timeout: 5s}}");
+    let p = d.publisher();
+    let size = 32 * MIB;
+    let digest = p.upload_pattern(42, size).await;
+    p.publish(
+        "pause",
+        Some(1),
+        &manifest("pause", &[]),
+        &[("amd64", &digest)],
+    )
+    .await
+    .expect(201);
+    let req = request(
+        Method::GET,
+        "/1.0/applications/pause/versions/1/images/amd64",
+    )
+    .body(empty_body())
+    .unwrap();
+    let (conn, resp) = d.reader().send(req).await.unwrap();
+    let mut body = resp.into_body();
+    let mut hasher = Hasher::default();
+    let mut got = 0u64;
+    let mut pauses = 0;
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            got += data.len() as u64;
+            hasher.update(&data);
+        }
+        // Twice, long enough for the server to stop reading ahead, not to cut us off.
+        if pauses < 2 && got >= (pauses + 1) * size / 3 {
+            pauses += 1;
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+    }
+    assert_eq!(got, size);
+    assert_eq!(format!("sha256:{}", hasher.finish_hex()), digest);
+    drop(conn);
+}
+
 /// Prints the daemon's memory and a trusted request's latency, first with `HOLD` certless
 /// connections that each ask for the server info every 10 s (within the default
 /// header-timeout) and are otherwise idle, then, on a new daemon, with `HOLD + 104` TCP

@@ -23,6 +23,7 @@ use sha2::{Digest as _, Sha256};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
@@ -497,34 +498,7 @@ impl Storage for FsStorage {
             rustix::fs::Advice::Sequential,
         );
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_DEPTH);
-        tokio::task::spawn_blocking(move || {
-            let mut left = len;
-            while left > 0 {
-                // Read into uninitialised capacity: zeroing each buffer first cost ~5% of a download's CPU.
-                let mut buf = Vec::with_capacity(READ_CHUNK.min(left as usize));
-                let result = match rustix::io::read(&file, rustix::buffer::spare_capacity(&mut buf))
-                {
-                    Ok(0) => Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "blob shorter than recorded",
-                    )),
-                    Ok(n) => Ok(n),
-                    Err(e) => Err(e.into()),
-                };
-                match result {
-                    Ok(n) => {
-                        left -= n as u64;
-                        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                            return; // the client went away
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
-                }
-            }
-        });
+        tokio::spawn(feed(Arc::new(file), len, tx));
         let body = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });
@@ -668,6 +642,81 @@ impl Storage for FsStorage {
             Ok(records)
         })
         .await
+    }
+}
+
+/// Sends the next `left` bytes of `file` down `tx`, read on a blocking thread for as long
+/// as the client keeps up. When it stops reading, the thread is given back and the rest
+/// waits here, holding no thread: a few hundred stalled downloads would otherwise take
+/// every blocking thread the runtime has, and all file I/O with them, until the write
+/// timeout closes their connections.
+async fn feed(file: Arc<File>, mut left: u64, tx: mpsc::Sender<io::Result<Bytes>>) {
+    let handle = tokio::runtime::Handle::current();
+    while left > 0 {
+        let (file, tx_reader, handle) = (file.clone(), tx.clone(), handle.clone());
+        let outcome =
+            tokio::task::spawn_blocking(move || read_ahead(&file, left, &tx_reader, &handle))
+                .await
+                .unwrap_or_else(|e| Feed::Stalled(Err(io::Error::other(e)), 0));
+        match outcome {
+            Feed::Done | Feed::Gone => return,
+            Feed::Stalled(next, rest) => {
+                left = rest;
+                let failed = next.is_err();
+                if tx.send(next).await.is_err() || failed {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// How long a reading thread waits for the client to take a chunk before giving up the
+/// thread; short next to any write timeout, long next to a loaded machine's hiccups.
+const READER_PATIENCE: Duration = Duration::from_millis(500);
+
+enum Feed {
+    Done,
+    /// The client went away.
+    Gone,
+    /// The client is not keeping up (or the read failed): this chunk is next, then `.1`
+    /// bytes more.
+    Stalled(io::Result<Bytes>, u64),
+}
+
+fn read_ahead(
+    file: &File,
+    mut left: u64,
+    tx: &mpsc::Sender<io::Result<Bytes>>,
+    handle: &tokio::runtime::Handle,
+) -> Feed {
+    while left > 0 {
+        let want = READ_CHUNK.min(usize::try_from(left).unwrap_or(READ_CHUNK));
+        let chunk = match read_chunk(file, want) {
+            Ok(chunk) => chunk,
+            Err(e) => return Feed::Stalled(Err(e), 0),
+        };
+        left -= chunk.len() as u64;
+        match handle.block_on(tokio::time::timeout(READER_PATIENCE, tx.reserve())) {
+            Ok(Ok(permit)) => permit.send(Ok(chunk)),
+            Ok(Err(_)) => return Feed::Gone,
+            Err(_) => return Feed::Stalled(Ok(chunk), left),
+        }
+    }
+    Feed::Done
+}
+
+/// Up to `want` bytes from the file's position on.
+fn read_chunk(file: &File, want: usize) -> io::Result<Bytes> {
+    // Read into uninitialised capacity: zeroing each buffer first cost ~5% of a download's CPU.
+    let mut buf = Vec::with_capacity(want);
+    match rustix::io::read(file, rustix::buffer::spare_capacity(&mut buf)) {
+        Ok(0) => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "blob shorter than recorded",
+        )),
+        Ok(_) => Ok(Bytes::from(buf)),
+        Err(e) => Err(e.into()),
     }
 }
 
