@@ -6,7 +6,7 @@ use crate::registry::Registry;
 use crate::storage::fs::FsStorage;
 use crate::storage::s3::{S3Storage, SharedS3};
 use crate::storage::Storage;
-use crate::trust::{TrustCache, TrustStore};
+use crate::trust::{Access, TrustCache, TrustStore};
 use crate::{fsutil, server, tls};
 use anyhow::Context;
 use std::future::Future;
@@ -114,11 +114,16 @@ pub async fn run(
         storage: state.registry.storage_kind(),
         fingerprint: identity.fingerprint,
     });
+    let trusted: server::TrustCheck = {
+        let state = state.clone();
+        Arc::new(move |fingerprint| matches!(state.trust.lookup(fingerprint), Access::Trusted(_)))
+    };
     let router = api::router(state);
     server::serve(
         listener,
         tls_config,
         router,
+        trusted,
         config.http.limits.clone(),
         config.http.shutdown_timeout,
         shutdown,

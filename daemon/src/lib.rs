@@ -2,9 +2,11 @@
 //! command-line front over it, and the charm reaches its config code through PyO3.
 //!
 //! Layers, each only calling the ones below it:
-//! `cli` / `daemon` → `server` → `api` → `registry` → `storage`;
-//! `config`, `trust`, `tls`, `model`, `digest`, `cloudfront` and `fsutil` are shared leaves.
+//! `cli` / `daemon` → `server` → `api` → `registry` → `storage`, with `admission` and
+//! `write_timeout` beside `server`; `config`, `trust`, `tls`, `model`, `digest`,
+//! `cloudfront` and `fsutil` are shared leaves.
 
+pub mod admission;
 pub mod api;
 pub mod cli;
 pub mod cloudfront;
@@ -19,3 +21,4 @@ pub mod server;
 pub mod storage;
 pub mod tls;
 pub mod trust;
+pub mod write_timeout;

@@ -729,3 +729,61 @@ async fn an_active_upload_is_not_collected_as_idle() {
         assert_eq!(r.status, 200, "part {i}: {}", r.text());
     }
 }
+
+/// The daemon's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+/// PATCHes `count` upload ids that look like the daemon's but name no upload, over four
+/// kept-alive connections.
+async fn patch_unknown_uploads(p: &Client, first: u64, count: u64) {
+    let mut tasks = Vec::new();
+    for lane in 0..4 {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = p.connect().await.unwrap();
+            for i in (first + lane..first + count).step_by(4) {
+                let id = format!("{:08x}-0000-4000-8000-{i:012x}", lane);
+                let req = request(Method::PATCH, &format!("/1.0/uploads/{id}"))
+                    .header("upload-offset", "0")
+                    .header("content-type", "application/octet-stream")
+                    .body(full_body(&b"x"[..]))
+                    .unwrap();
+                let r = conn.call(req).await.unwrap();
+                assert_eq!(r.status, 404, "PATCH {id}: {}", r.text());
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patches_to_unknown_uploads_leave_nothing_behind() {
+    let d = Daemon::start("");
+    let p = d.publisher();
+    // Warm up allocator and connections first, so that what follows measures growth only.
+    patch_unknown_uploads(&p, 0, 2_000).await;
+    let before = rss_kib(d.pid());
+    let started = Instant::now();
+    patch_unknown_uploads(&p, 2_000, 50_000).await;
+    let after = rss_kib(d.pid());
+    eprintln!(
+        "RSS {before} KiB before, {after} KiB after 50,000 PATCHes to unknown uploads ({:?})",
+        started.elapsed()
+    );
+    assert!(
+        after < before + 2048,
+        "50,000 PATCHes to unknown uploads grew the daemon from {before} to {after} KiB"
+    );
+    // Uploads still work.
+    let digest = p.upload(b"still uploading").await;
+    assert!(blob_exists(&d, &digest));
+}

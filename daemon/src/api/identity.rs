@@ -15,17 +15,32 @@ use std::sync::Arc;
 #[derive(Clone, Debug, Default)]
 pub struct Peer {
     pub fingerprint: Option<Arc<str>>,
+    /// Told the outcome of every trust check made here for the connection's requests.
+    pub verdicts: Option<Verdicts>,
+}
+
+/// Receives `true` when the trust store trusted the connection's certificate at a
+/// request, `false` otherwise. The server uses it to decide which connections give way
+/// when connections run short, without a second look-up per request.
+#[derive(Clone)]
+pub struct Verdicts(pub Arc<dyn Fn(bool) + Send + Sync>);
+
+impl std::fmt::Debug for Verdicts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Verdicts")
+    }
 }
 
 pub fn access(parts: &Parts, state: &AppState) -> (Option<Arc<str>>, Access) {
-    let fingerprint = parts
-        .extensions
-        .get::<Peer>()
-        .and_then(|p| p.fingerprint.clone());
+    let peer = parts.extensions.get::<Peer>();
+    let fingerprint = peer.and_then(|p| p.fingerprint.clone());
     let access = match &fingerprint {
         Some(fp) => state.trust.lookup(fp),
         None => Access::Unknown,
     };
+    if let Some(Verdicts(tell)) = peer.and_then(|p| p.verdicts.as_ref()) {
+        tell(matches!(access, Access::Trusted(_)));
+    }
     (fingerprint, access)
 }
 

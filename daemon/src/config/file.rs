@@ -8,8 +8,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::values::{
     AccessKey, AnyDuration, BaseUrl, Bucket, Count, Endpoint, Flag, HostList, HostName, KeypairId,
-    ListenAddr, LogLevel, NonZeroDuration, NonZeroSize, PathText, PresignDuration, PrivateKey,
-    Region, SecretText, Size,
+    ListenAddr, LogLevel, NonZeroDuration, NonZeroSize, PathText, Percent, PresignDuration,
+    PrivateKey, Region, SecretText, Size,
 };
 use super::{
     CloudFrontConfig, Config, ConfigError, FsConfig, GcConfig, HttpConfig, Limits, LogConfig,
@@ -62,6 +62,9 @@ struct LimitsFile {
     max_metadata_size: Option<NonZeroSize>,
     max_image_size: Option<NonZeroSize>,
     max_connections: Option<Count>,
+    untrusted_share: Option<Percent>,
+    untrusted_idle_timeout: Option<NonZeroDuration>,
+    write_timeout: Option<NonZeroDuration>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -184,6 +187,15 @@ impl FileConfig {
                 max_connections: limits
                     .max_connections
                     .map_or(default_limits.max_connections, |c| c.0),
+                untrusted_share: limits
+                    .untrusted_share
+                    .map_or(default_limits.untrusted_share, |p| p.0),
+                untrusted_idle_timeout: limits
+                    .untrusted_idle_timeout
+                    .map_or(default_limits.untrusted_idle_timeout, |d| d.0),
+                write_timeout: limits
+                    .write_timeout
+                    .map_or(default_limits.write_timeout, |d| d.0),
             },
         };
 
@@ -238,6 +250,9 @@ impl FileConfig {
                     max_metadata_size: Some(NonZeroSize(limits.max_metadata_size)),
                     max_image_size: Some(NonZeroSize(limits.max_image_size)),
                     max_connections: Some(Count(limits.max_connections)),
+                    untrusted_share: Some(Percent(limits.untrusted_share)),
+                    untrusted_idle_timeout: Some(NonZeroDuration(limits.untrusted_idle_timeout)),
+                    write_timeout: Some(NonZeroDuration(limits.write_timeout)),
                 }),
             }),
             state_directory: Some(PathText(config.state_directory.clone())),

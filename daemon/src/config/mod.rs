@@ -80,6 +80,15 @@ pub struct Limits {
     pub max_metadata_size: u64,
     pub max_image_size: u64,
     pub max_connections: usize,
+    /// Percentage of `max_connections` that connections without a trusted certificate may
+    /// hold once their TLS handshake is done; see [`Limits::max_untrusted`].
+    pub untrusted_share: u8,
+    /// A connection without a trusted certificate is closed after this long without a
+    /// request; also the longest a TLS handshake may take.
+    pub untrusted_idle_timeout: Duration,
+    /// Longest time a response may go without any of it being sent: a client that stops
+    /// reading is cut off after it.
+    pub write_timeout: Duration,
 }
 
 // Boxing S3Config would save a few hundred bytes in a value built once at start, at the
@@ -255,7 +264,28 @@ impl Default for Limits {
             max_metadata_size: 1 << 20,
             max_image_size: 64 << 30,
             max_connections: 4096,
+            untrusted_share: 10,
+            untrusted_idle_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(60),
         }
+    }
+}
+
+impl Limits {
+    /// How many connections without a trusted certificate may be open at once: the
+    /// `untrusted_share` of `max_connections`, at least one.
+    pub fn max_untrusted(&self) -> usize {
+        (self
+            .max_connections
+            .saturating_mul(usize::from(self.untrusted_share))
+            / 100)
+            .max(1)
+    }
+
+    /// How long a TLS handshake may take: no longer than an untrusted connection may idle,
+    /// since until it ends the connection has not presented a trusted certificate.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.header_timeout.min(self.untrusted_idle_timeout)
     }
 }
 

@@ -86,6 +86,9 @@ http:
     max-metadata-size: 512KiB
     max-image-size: 100GB
     max-connections: 100
+    untrusted-share: 25%
+    untrusted-idle-timeout: 2s
+    write-timeout: 90s
 state-directory: /srv/aar
 storage:
   fs:
@@ -122,6 +125,9 @@ log:
                     max_metadata_size: 512 * 1024,
                     max_image_size: 100_000_000_000,
                     max_connections: 100,
+                    untrusted_share: 25,
+                    untrusted_idle_timeout: Duration::from_secs(2),
+                    write_timeout: Duration::from_secs(90),
                 },
             },
             state_directory: "/srv/aar".into(),
@@ -162,6 +168,17 @@ fn defaults() {
     assert_eq!(config.http.limits.max_metadata_size, 1024 * 1024);
     assert_eq!(config.http.limits.max_image_size, 64 * 1024 * 1024 * 1024);
     assert_eq!(config.http.limits.max_connections, 4096);
+    assert_eq!(config.http.limits.untrusted_share, 10);
+    assert_eq!(config.http.limits.max_untrusted(), 409);
+    assert_eq!(
+        config.http.limits.untrusted_idle_timeout,
+        Duration::from_secs(5)
+    );
+    assert_eq!(config.http.limits.write_timeout, Duration::from_secs(60));
+    assert_eq!(
+        config.http.limits.handshake_timeout(),
+        Duration::from_secs(5)
+    );
     assert_eq!(config.state_directory, Path::new("/var/lib/aar"));
     assert_eq!(
         config.storage,
@@ -507,6 +524,9 @@ http:
     max-metadata-size: 1MiB
     max-image-size: 64GiB
     max-connections: 4096
+    untrusted-share: 10%
+    untrusted-idle-timeout: 5s
+    write-timeout: 1m
 state-directory: /var/lib/aar
 storage:
   fs:
@@ -662,6 +682,57 @@ http:
     assert_eq!(
         err("gc:\n  upload-expiry: 7d\n"),
         r#"gc.upload-expiry (line 2, column 18): invalid duration "7…" (2 characters): unknown unit "d"; use ns, us, ms, s, m or h"#
+    );
+}
+
+#[test]
+fn connection_admission_limits() {
+    let limits = parse(
+        "http:\n  limits:\n    max-connections: 50\n    untrusted-share: 20%\n    \
+         untrusted-idle-timeout: 2s\n    write-timeout: 10s\n    header-timeout: 30s\n",
+    )
+    .unwrap()
+    .http
+    .limits;
+    assert_eq!(limits.max_untrusted(), 10);
+    assert_eq!(limits.untrusted_idle_timeout, Duration::from_secs(2));
+    assert_eq!(limits.write_timeout, Duration::from_secs(10));
+    // The handshake gets the shorter of the two: the client has not shown a trusted
+    // certificate yet.
+    assert_eq!(limits.handshake_timeout(), Duration::from_secs(2));
+    // Never less than one connection, or nobody could complete a handshake.
+    let tiny = parse("http: {limits: {max-connections: 3, untrusted-share: 1%}}").unwrap();
+    assert_eq!(tiny.http.limits.max_untrusted(), 1);
+    let all = parse("http: {limits: {max-connections: 3, untrusted-share: 100 %}}").unwrap();
+    assert_eq!(all.http.limits.max_untrusted(), 3);
+
+    assert_eq!(
+        err("http: {limits: {untrusted-share: 10}}"),
+        r#"http.limits.untrusted-share (line 1, column 34): expected a percentage, e.g. 10%, found "10""#
+    );
+    assert_eq!(
+        err("http: {limits: {untrusted-share: 0%}}"),
+        r#"http.limits.untrusted-share (line 1, column 34): invalid percentage "0%": use a whole number from 1% to 100%"#
+    );
+    assert_eq!(
+        err("http: {limits: {untrusted-share: 150%}}"),
+        r#"http.limits.untrusted-share (line 1, column 34): invalid percentage "150%": use a whole number from 1% to 100%"#
+    );
+    assert_eq!(
+        err("http: {limits: {untrusted-share: 2.5%}}"),
+        r#"http.limits.untrusted-share (line 1, column 34): invalid percentage "2.5%": use a whole number from 1% to 100%"#
+    );
+    assert_eq!(
+        err("http: {limits: {write-timeout: 0s}}"),
+        r#"http.limits.write-timeout (line 1, column 32): invalid duration "0s": must be longer than 0s"#
+    );
+    assert_eq!(
+        err("http: {limits: {untrusted-idle-timeout: 0s}}"),
+        r#"http.limits.untrusted-idle-timeout (line 1, column 41): invalid duration "0s": must be longer than 0s"#
+    );
+    assert_eq!(
+        err("http: {limits: {untrusted-idle: 5s}}"),
+        r#"http.limits.untrusted-idle (line 1, column 17): unknown key "untrusted-idle"; did you mean "untrusted-idle-timeout"?"#
     );
 }
 
@@ -1116,7 +1187,7 @@ http:
   advertise: []
   shutdown-timeout: 30s
   tls: {certificate: /c, key: /k, min-version: '1.3'}
-  limits: {header-timeout: 1s, body-timeout: 1s, max-metadata-size: 1, max-image-size: 1, max-connections: 1}
+  limits: {header-timeout: 1s, body-timeout: 1s, max-metadata-size: 1, max-image-size: 1, max-connections: 1, untrusted-share: 100%, untrusted-idle-timeout: 1s, write-timeout: 1s}
 state-directory: /s
 storage:
   s3:

@@ -152,6 +152,24 @@ scalar!(
 );
 
 scalar!(
+    /// `10%`: the sign is required, so that `10` and `0.1` cannot be mistaken for each other.
+    Percent(u8),
+    "a percentage, e.g. 10%",
+    |text| {
+        let Some(number) = text.trim().strip_suffix('%') else {
+            return Err(format!("expected a percentage, e.g. 10%, found {text:?}"));
+        };
+        match number.trim().parse::<u8>() {
+            Ok(percent @ 1..=100) => Ok(percent),
+            _ => Err(format!(
+                "invalid percentage {text:?}: use a whole number from 1% to 100%"
+            )),
+        }
+    },
+    |percent, serializer| serializer.serialize_str(&format!("{percent}%"))
+);
+
+scalar!(
     Flag(bool),
     "true or false",
     |text| match text {

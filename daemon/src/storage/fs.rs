@@ -12,6 +12,7 @@
 //! state or the new one plus temporary files that [`Storage::recover`] removes.
 
 use super::direct::DirectAppender;
+use super::sessions::{Cached, Held, Sessions};
 use super::{
     BlobBody, ByteStream, Cleanup, LoadedVersions, Result, Storage, StorageError, StorageKind,
     UploadState,
@@ -22,11 +23,10 @@ use crate::model::{ImageRef, VersionRecord};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::{Digest as _, Sha256};
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
@@ -45,9 +45,18 @@ const BUSY_WAIT: Duration = Duration::from_secs(5);
 pub struct FsStorage {
     root: PathBuf,
     min_free: u64,
-    /// One entry per upload touched since start: serialises writers and keeps the hash
-    /// state, so a resumed upload does not re-read what it already hashed.
-    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<HashState>>>>>,
+    /// Serialises the writers of each upload and keeps its hash state between PATCHes,
+    /// so a resumed upload does not re-read what it already hashed.
+    sessions: Sessions<Session>,
+}
+
+#[derive(Default)]
+struct Session(tokio::sync::Mutex<Option<HashState>>);
+
+impl Cached for Session {
+    fn is_empty(&self) -> bool {
+        self.0.try_lock().is_ok_and(|state| state.is_none())
+    }
 }
 
 /// The running hash of an upload's first `offset` bytes.
@@ -73,7 +82,7 @@ impl FsStorage {
         Ok(FsStorage {
             root,
             min_free,
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Sessions::new(),
         })
     }
 
@@ -105,17 +114,26 @@ impl FsStorage {
         self.root.join("apps").join(application).join("versions")
     }
 
-    fn session(&self, id: &str) -> Arc<tokio::sync::Mutex<Option<HashState>>> {
-        self.sessions
-            .lock()
-            .unwrap()
-            .entry(id.to_string())
-            .or_default()
-            .clone()
+    /// The session of upload `id`, which must exist: ids that name no upload are refused
+    /// before an entry is made for them.
+    fn hold_upload(&self, id: &str) -> Result<Held<'_, Session>> {
+        self.read_upload(id)?;
+        Ok(self.sessions.hold(id))
     }
 
-    fn forget_session(&self, id: &str) {
-        self.sessions.lock().unwrap().remove(id);
+    /// [`FsStorage::read_upload`] under the upload's lock: the request that held the lock
+    /// before may have completed or aborted the upload, and a session of an upload that is
+    /// gone must not be kept.
+    fn read_held_upload(
+        &self,
+        id: &str,
+        state: &mut Option<HashState>,
+    ) -> Result<(UploadInfo, u64)> {
+        let read = self.read_upload(id);
+        if let Err(StorageError::NotFound(_)) = read {
+            *state = None;
+        }
+        read
     }
 
     fn read_upload(&self, id: &str) -> Result<(UploadInfo, u64)> {
@@ -277,11 +295,11 @@ impl Storage for FsStorage {
         offset: u64,
         mut body: ByteStream,
     ) -> Result<UploadState> {
-        let session = self.session(id);
-        let mut guard = tokio::time::timeout(BUSY_WAIT, session.lock_owned())
+        let session = self.hold_upload(id)?;
+        let mut guard = tokio::time::timeout(BUSY_WAIT, session.0.lock())
             .await
             .map_err(|_| StorageError::Busy { id: id.to_string() })?;
-        let (info, current) = self.read_upload(id)?;
+        let (info, current) = self.read_held_upload(id, &mut guard)?;
         if offset != current {
             return Err(StorageError::OffsetMismatch {
                 id: id.to_string(),
@@ -388,7 +406,6 @@ impl Storage for FsStorage {
             if matches!(err, StorageError::Full(_)) {
                 // Nothing can resume into a full disk; do not leave the bytes occupying it.
                 let _ = fs::remove_dir_all(self.upload_dir(id));
-                self.forget_session(id);
             }
             return Err(err);
         }
@@ -408,12 +425,15 @@ impl Storage for FsStorage {
             });
         }
         let actual = Digest::from_bytes(state.hasher.finalize().into());
-        drop(guard);
-        self.forget_session(id);
         let (this_id, digest) = (id.to_string(), info.digest);
         let dir = self.upload_dir(id);
         let blob = self.blob_path(&digest);
-        blocking(move || commit(&this_id, &dir, &blob, &info, actual)).await?;
+        // Still holding the upload, so that a PATCH arriving meanwhile finds it gone rather
+        // than half committed. Its session, left empty, goes with the last holder.
+        let committed = blocking(move || commit(&this_id, &dir, &blob, &info, actual)).await;
+        drop(guard);
+        drop(session);
+        committed?;
         Ok(UploadState {
             id: id.to_string(),
             digest,
@@ -424,14 +444,14 @@ impl Storage for FsStorage {
     }
 
     async fn abort_upload(&self, id: &str) -> Result<()> {
-        let session = self.session(id);
-        let _guard = tokio::time::timeout(BUSY_WAIT, session.lock_owned())
+        let session = self.hold_upload(id)?;
+        let mut guard = tokio::time::timeout(BUSY_WAIT, session.0.lock())
             .await
             .map_err(|_| StorageError::Busy { id: id.to_string() })?;
-        self.read_upload(id)?;
+        self.read_held_upload(id, &mut guard)?;
         fs::remove_dir_all(self.upload_dir(id))
             .map_err(|e| StorageError::io(format!("removing upload {id}"), e))?;
-        self.forget_session(id);
+        *guard = None;
         Ok(())
     }
 
@@ -442,9 +462,9 @@ impl Storage for FsStorage {
         for entry in entries {
             let entry = entry.map_err(|e| StorageError::io("listing uploads", e))?;
             let id = entry.file_name().to_string_lossy().into_owned();
-            let session = self.session(&id);
+            let session = self.sessions.hold(&id);
             // An upload being written right now is never collected, however old.
-            let Ok(_guard) = session.try_lock() else {
+            let Ok(mut guard) = session.0.try_lock() else {
                 continue;
             };
             let path = entry.path();
@@ -455,10 +475,9 @@ impl Storage for FsStorage {
             if last_write < idle_since {
                 fs::remove_dir_all(&path)
                     .map_err(|e| StorageError::io(format!("removing upload {id}"), e))?;
+                *guard = None;
                 expired += 1;
             }
-            drop(_guard);
-            self.forget_session(&id);
         }
         Ok(expired)
     }
@@ -639,8 +658,8 @@ impl Storage for FsStorage {
     }
 }
 
-/// Streams `len` bytes of `file` from `start`, read on a blocking thread a chunk ahead of
-/// the consumer.
+/// Streams `len` bytes of `file` from `start`, read a chunk ahead of the consumer (see
+/// [`feed`]).
 fn stream_file(mut file: File, start: u64, len: u64) -> io::Result<ByteStream> {
     if start > 0 {
         file.seek(SeekFrom::Start(start))?;
@@ -653,37 +672,86 @@ fn stream_file(mut file: File, start: u64, len: u64) -> io::Result<ByteStream> {
         rustix::fs::Advice::Sequential,
     );
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_DEPTH);
-    tokio::task::spawn_blocking(move || {
-        let mut left = len;
-        while left > 0 {
-            // Read into uninitialised capacity: zeroing each buffer first cost ~5% of a download's CPU.
-            let mut buf = Vec::with_capacity(READ_CHUNK.min(left as usize));
-            let result = match rustix::io::read(&file, rustix::buffer::spare_capacity(&mut buf)) {
-                Ok(0) => Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "blob shorter than recorded",
-                )),
-                Ok(n) => Ok(n),
-                Err(e) => Err(e.into()),
-            };
-            match result {
-                Ok(n) => {
-                    left -= n as u64;
-                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                        return; // the client went away
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            }
-        }
-    });
+    tokio::spawn(feed(Arc::new(file), len, tx));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
     Ok(Box::pin(body))
+}
+
+/// Sends the next `left` bytes of `file` down `tx`, read on a blocking thread for as long
+/// as the client keeps up. When it stops reading, the thread is given back and the rest
+/// waits here, holding no thread: a few hundred stalled downloads would otherwise take
+/// every blocking thread the runtime has, and all file I/O with them, until the write
+/// timeout closes their connections.
+async fn feed(file: Arc<File>, mut left: u64, tx: mpsc::Sender<io::Result<Bytes>>) {
+    let handle = tokio::runtime::Handle::current();
+    while left > 0 {
+        let (file, tx_reader, handle) = (file.clone(), tx.clone(), handle.clone());
+        let outcome =
+            tokio::task::spawn_blocking(move || read_ahead(&file, left, &tx_reader, &handle))
+                .await
+                .unwrap_or_else(|e| Feed::Stalled(Err(io::Error::other(e)), 0));
+        match outcome {
+            Feed::Done | Feed::Gone => return,
+            Feed::Stalled(next, rest) => {
+                left = rest;
+                let failed = next.is_err();
+                if tx.send(next).await.is_err() || failed {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// How long a reading thread waits for the client to take a chunk before giving up the
+/// thread; short next to any write timeout, long next to a loaded machine's hiccups.
+const READER_PATIENCE: Duration = Duration::from_millis(500);
+
+enum Feed {
+    Done,
+    /// The client went away.
+    Gone,
+    /// The client is not keeping up (or the read failed): this chunk is next, then `.1`
+    /// bytes more.
+    Stalled(io::Result<Bytes>, u64),
+}
+
+fn read_ahead(
+    file: &File,
+    mut left: u64,
+    tx: &mpsc::Sender<io::Result<Bytes>>,
+    handle: &tokio::runtime::Handle,
+) -> Feed {
+    while left > 0 {
+        let want = READ_CHUNK.min(usize::try_from(left).unwrap_or(READ_CHUNK));
+        let chunk = match read_chunk(file, want) {
+            Ok(chunk) => chunk,
+            Err(e) => return Feed::Stalled(Err(e), 0),
+        };
+        left -= chunk.len() as u64;
+        match handle.block_on(tokio::time::timeout(READER_PATIENCE, tx.reserve())) {
+            Ok(Ok(permit)) => permit.send(Ok(chunk)),
+            Ok(Err(_)) => return Feed::Gone,
+            Err(_) => return Feed::Stalled(Ok(chunk), left),
+        }
+    }
+    Feed::Done
+}
+
+/// Up to `want` bytes from the file's position on.
+fn read_chunk(file: &File, want: usize) -> io::Result<Bytes> {
+    // Read into uninitialised capacity: zeroing each buffer first cost ~5% of a download's CPU.
+    let mut buf = Vec::with_capacity(want);
+    match rustix::io::read(file, rustix::buffer::spare_capacity(&mut buf)) {
+        Ok(0) => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "blob shorter than recorded",
+        )),
+        Ok(_) => Ok(Bytes::from(buf)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn commit(id: &str, dir: &Path, blob: &Path, info: &UploadInfo, actual: Digest) -> Result<()> {
@@ -704,4 +772,96 @@ fn commit(id: &str, dir: &Path, blob: &Path, info: &UploadInfo, actual: Digest) 
         fsutil::fsync_dir(blob.parent().unwrap()).map_err(io_err)?;
     }
     fs::remove_dir_all(dir).map_err(io_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(data: &'static [u8]) -> ByteStream {
+        Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(data))]))
+    }
+
+    fn sessions(storage: &FsStorage) -> usize {
+        storage.sessions.len()
+    }
+
+    #[tokio::test]
+    async fn session_entries_live_only_as_long_as_their_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FsStorage::new(dir.path(), 0).unwrap();
+
+        // Ids that name no upload, well-formed or not, leave nothing behind.
+        for i in 0..1000 {
+            let id = uuid::Uuid::new_v4().to_string();
+            let err = storage.append_upload(&id, 0, body(b"x")).await.unwrap_err();
+            assert!(matches!(err, StorageError::NotFound(_)), "{err}");
+            let err = storage.abort_upload(&id).await.unwrap_err();
+            assert!(matches!(err, StorageError::NotFound(_)), "{err}");
+            let err = storage
+                .append_upload(&format!("../not-an-id-{i}"), 0, body(b"x"))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StorageError::NotFound(_)), "{err}");
+        }
+        assert_eq!(sessions(&storage), 0);
+
+        let data = b"0123456789";
+        let digest = Digest::from_bytes(Sha256::digest(data).into());
+        // In progress: the hash state is kept for the next PATCH; gone once complete.
+        let upload = storage.create_upload(digest, 10).await.unwrap();
+        storage
+            .append_upload(&upload.id, 0, body(&data[..5]))
+            .await
+            .unwrap();
+        assert_eq!(sessions(&storage), 1);
+        let done = storage
+            .append_upload(&upload.id, 5, body(&data[5..]))
+            .await
+            .unwrap();
+        assert!(done.complete);
+        assert_eq!(sessions(&storage), 0);
+
+        // Aborted.
+        let other = Digest::from_bytes(Sha256::digest(b"another").into());
+        let upload = storage.create_upload(other, 7).await.unwrap();
+        storage
+            .append_upload(&upload.id, 0, body(b"ano"))
+            .await
+            .unwrap();
+        assert_eq!(sessions(&storage), 1);
+        storage.abort_upload(&upload.id).await.unwrap();
+        assert_eq!(sessions(&storage), 0);
+
+        // A wrong offset on a real upload keeps nothing new.
+        let upload = storage.create_upload(other, 7).await.unwrap();
+        let err = storage
+            .append_upload(&upload.id, 3, body(b"x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::OffsetMismatch { .. }), "{err}");
+        assert_eq!(sessions(&storage), 0);
+
+        // Expired, with its hash state kept before.
+        storage
+            .append_upload(&upload.id, 0, body(b"ano"))
+            .await
+            .unwrap();
+        assert_eq!(sessions(&storage), 1);
+        let expired = storage
+            .expire_uploads(SystemTime::now() + Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(expired, 1);
+        assert_eq!(sessions(&storage), 0);
+
+        // Refused for its digest.
+        let upload = storage.create_upload(other, 7).await.unwrap();
+        let err = storage
+            .append_upload(&upload.id, 0, body(b"notthis"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::DigestMismatch { .. }), "{err}");
+        assert_eq!(sessions(&storage), 0);
+    }
 }

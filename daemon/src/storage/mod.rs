@@ -8,6 +8,7 @@
 mod direct;
 pub mod fs;
 pub mod s3;
+mod sessions;
 
 use crate::digest::Digest;
 use crate::model::{ImageRef, VersionRecord};

@@ -36,6 +36,7 @@ mod keys;
 pub use client::usable_certificates;
 pub use error::{Kind, Op, S3Error};
 
+use super::sessions::{Cached, Held, Sessions};
 use super::{
     BlobBody, ByteStream, Cleanup, LoadedVersions, Result, Storage, StorageError, StorageKind,
     UploadState,
@@ -121,14 +122,14 @@ pub struct S3Storage {
     refresh_interval: Duration,
     /// Whether part bodies are covered by the SigV4 signature: only over plain HTTP.
     sign_payload: bool,
-    uploads: Mutex<HashMap<String, Arc<UploadEntry>>>,
+    /// The uploads this daemon is writing or has a session of.
+    uploads: Sessions<UploadEntry>,
     /// Version records already read, by key: they are immutable, so a refresh only
     /// fetches the keys it has not seen.
     versions: Mutex<HashMap<String, VersionRecord>>,
 }
 
 /// What this daemon knows of one upload it has touched.
-#[derive(Default)]
 struct UploadEntry {
     /// Bytes held, durable and pending, readable while a PATCH holds `session`;
     /// `u64::MAX` until known.
@@ -136,6 +137,25 @@ struct UploadEntry {
     /// Seconds since the epoch of the last byte received, for expiry.
     last_write: AtomicU64,
     session: Arc<tokio::sync::Mutex<Option<Session>>>,
+}
+
+impl Default for UploadEntry {
+    fn default() -> Self {
+        UploadEntry {
+            offset: AtomicU64::new(u64::MAX),
+            last_write: AtomicU64::new(0),
+            session: Arc::default(),
+        }
+    }
+}
+
+/// A session read from the record costs a GET to rebuild, so it is what is kept.
+impl Cached for UploadEntry {
+    fn is_empty(&self) -> bool {
+        self.session
+            .try_lock()
+            .is_ok_and(|session| session.is_none())
+    }
 }
 
 struct Session {
@@ -217,7 +237,7 @@ impl S3Storage {
                 .endpoint
                 .as_deref()
                 .is_some_and(|e| e.starts_with("http://")),
-            uploads: Mutex::default(),
+            uploads: Sessions::new(),
             versions: Mutex::default(),
         };
         let start_err = |e: S3Error| S3StartError::Request {
@@ -360,22 +380,16 @@ impl S3Storage {
         Ok(())
     }
 
-    fn entry(&self, id: &str) -> Arc<UploadEntry> {
-        self.uploads
-            .lock()
-            .unwrap()
-            .entry(id.to_owned())
-            .or_insert_with(|| {
-                Arc::new(UploadEntry {
-                    offset: AtomicU64::new(u64::MAX),
-                    ..UploadEntry::default()
-                })
-            })
-            .clone()
-    }
-
-    fn forget(&self, id: &str) {
-        self.uploads.lock().unwrap().remove(id);
+    /// The entry of upload `id`. One is made only for an upload the bucket holds, so that
+    /// ids naming no upload leave nothing behind; that costs a GET when this daemon has no
+    /// session of the upload (after a restart or a failure).
+    async fn hold_upload(&self, id: &str) -> Result<Held<'_, UploadEntry>> {
+        valid_upload_id(id)?;
+        if let Some(entry) = self.uploads.get(id) {
+            return Ok(entry);
+        }
+        self.load_session(id).await?;
+        Ok(self.uploads.hold(id))
     }
 
     async fn get_bytes(&self, key: &str) -> std::result::Result<(Bytes, Option<String>), S3Error> {
@@ -907,7 +921,7 @@ impl Storage for SharedS3 {
             .write_record(&id, &record, None)
             .await
             .map_err(|e| e.into_storage("creating upload"))?;
-        let entry = s.entry(&id);
+        let entry = s.uploads.hold(&id);
         entry.offset.store(0, Ordering::Relaxed);
         entry
             .last_write
@@ -930,8 +944,7 @@ impl Storage for SharedS3 {
     async fn upload_state(&self, id: &str) -> Result<UploadState> {
         valid_upload_id(id)?;
         let s = &self.0;
-        let entry = s.uploads.lock().unwrap().get(id).cloned();
-        if let Some(entry) = entry {
+        if let Some(entry) = s.uploads.get(id) {
             let offset = entry.offset.load(Ordering::Relaxed);
             if let Ok(guard) = entry.session.try_lock() {
                 if let Some(session) = guard.as_ref() {
@@ -971,21 +984,14 @@ impl Storage for SharedS3 {
         offset: u64,
         mut body: ByteStream,
     ) -> Result<UploadState> {
-        valid_upload_id(id)?;
         let s = &self.0;
-        let entry = s.entry(id);
+        let entry = s.hold_upload(id).await?;
         let mut guard = tokio::time::timeout(BUSY_WAIT, entry.session.clone().lock_owned())
             .await
             .map_err(|_| StorageError::Busy { id: id.to_owned() })?;
         if guard.is_none() {
-            let session = match s.load_session(id).await {
-                Ok(session) => session,
-                Err(e) => {
-                    drop(guard);
-                    s.forget(id);
-                    return Err(e);
-                }
-            };
+            // Read under the lock: a writer that held it may have moved the record on.
+            let session = s.load_session(id).await?;
             entry.offset.store(session.offset(), Ordering::Relaxed);
             *guard = Some(session);
         }
@@ -1109,17 +1115,10 @@ impl Storage for SharedS3 {
         }
         let digest = session.record.digest;
         let finished = s.finish_upload(id, session).await;
-        match finished {
-            Ok(()) | Err(StorageError::DigestMismatch { .. }) => {
-                drop(guard);
-                s.forget(id);
-            }
-            Err(_) => {
-                // Reload from the record on the next attempt.
-                *guard = None;
-                entry.offset.store(u64::MAX, Ordering::Relaxed);
-            }
-        }
+        // Ended, or to be reloaded from the record on the next attempt: either way the
+        // session goes, and the entry with it once nobody holds it.
+        *guard = None;
+        entry.offset.store(u64::MAX, Ordering::Relaxed);
         finished?;
         Ok(UploadState {
             id: id.to_owned(),
@@ -1131,17 +1130,16 @@ impl Storage for SharedS3 {
     }
 
     async fn abort_upload(&self, id: &str) -> Result<()> {
-        valid_upload_id(id)?;
         let s = &self.0;
-        let entry = s.entry(id);
-        let _guard = tokio::time::timeout(BUSY_WAIT, entry.session.clone().lock_owned())
+        let entry = s.hold_upload(id).await?;
+        let mut guard = tokio::time::timeout(BUSY_WAIT, entry.session.clone().lock_owned())
             .await
             .map_err(|_| StorageError::Busy { id: id.to_owned() })?;
         let result = match s.load_session(id).await {
             Ok(session) => s.discard(id, &session.record).await,
             Err(e) => Err(e),
         };
-        s.forget(id);
+        *guard = None;
         result
     }
 
@@ -1156,21 +1154,15 @@ impl Storage for SharedS3 {
             let Some(id) = keys::parse_upload(&key) else {
                 continue;
             };
-            let entry = s.uploads.lock().unwrap().get(id).cloned();
-            let mut last = modified;
-            let _guard = match &entry {
-                Some(entry) => {
-                    // An upload being written right now is never collected, however old.
-                    let Ok(guard) = entry.session.clone().try_lock_owned() else {
-                        continue;
-                    };
-                    let wrote = SystemTime::UNIX_EPOCH
-                        + Duration::from_secs(entry.last_write.load(Ordering::Relaxed));
-                    last = last.max(wrote);
-                    Some(guard)
-                }
-                None => None,
+            // Held (the bucket lists it) so that no PATCH starts while it is collected.
+            let entry = s.uploads.hold(id);
+            // An upload being written right now is never collected, however old.
+            let Ok(mut guard) = entry.session.clone().try_lock_owned() else {
+                continue;
             };
+            let wrote = SystemTime::UNIX_EPOCH
+                + Duration::from_secs(entry.last_write.load(Ordering::Relaxed));
+            let last = modified.max(wrote);
             if last >= idle_since {
                 continue;
             }
@@ -1182,10 +1174,14 @@ impl Storage for SharedS3 {
                         .await
                         .map_err(|e| e.into_storage(format!("removing upload {id}")))?,
                 },
-                Err(e) if e.kind == Kind::NotFound => continue,
+                Err(e) if e.kind == Kind::NotFound => {
+                    // Gone meanwhile (another daemon on the bucket): so is what was kept of it.
+                    *guard = None;
+                    continue;
+                }
                 Err(e) => return Err(e.into_storage(format!("reading upload {id}"))),
             }
-            s.forget(id);
+            *guard = None;
             expired += 1;
         }
         Ok(expired)
