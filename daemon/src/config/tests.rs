@@ -708,27 +708,27 @@ fn connection_admission_limits() {
 
     assert_eq!(
         err("http: {limits: {untrusted-share: 10}}"),
-        r#"http.limits.untrusted-share (line 1, column 34): expected a percentage, e.g. 10%, found "10""#
+        r#"http.limits.untrusted-share (line 1, column 34): expected a percentage, e.g. 10%, found "1…" (2 characters)"#
     );
     assert_eq!(
         err("http: {limits: {untrusted-share: 0%}}"),
-        r#"http.limits.untrusted-share (line 1, column 34): invalid percentage "0%": use a whole number from 1% to 100%"#
+        r#"http.limits.untrusted-share (line 1, column 34): invalid percentage "0…" (2 characters): use a whole number from 1% to 100%"#
     );
     assert_eq!(
         err("http: {limits: {untrusted-share: 150%}}"),
-        r#"http.limits.untrusted-share (line 1, column 34): invalid percentage "150%": use a whole number from 1% to 100%"#
+        r#"http.limits.untrusted-share (line 1, column 34): invalid percentage "15…" (4 characters): use a whole number from 1% to 100%"#
     );
     assert_eq!(
         err("http: {limits: {untrusted-share: 2.5%}}"),
-        r#"http.limits.untrusted-share (line 1, column 34): invalid percentage "2.5%": use a whole number from 1% to 100%"#
+        r#"http.limits.untrusted-share (line 1, column 34): invalid percentage "2.…" (4 characters): use a whole number from 1% to 100%"#
     );
     assert_eq!(
         err("http: {limits: {write-timeout: 0s}}"),
-        r#"http.limits.write-timeout (line 1, column 32): invalid duration "0s": must be longer than 0s"#
+        r#"http.limits.write-timeout (line 1, column 32): invalid duration 0s: must be longer than 0s"#
     );
     assert_eq!(
         err("http: {limits: {untrusted-idle-timeout: 0s}}"),
-        r#"http.limits.untrusted-idle-timeout (line 1, column 41): invalid duration "0s": must be longer than 0s"#
+        r#"http.limits.untrusted-idle-timeout (line 1, column 41): invalid duration 0s: must be longer than 0s"#
     );
     assert_eq!(
         err("http: {limits: {untrusted-idle: 5s}}"),

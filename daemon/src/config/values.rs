@@ -157,12 +157,16 @@ scalar!(
     "a percentage, e.g. 10%",
     |text| {
         let Some(number) = text.trim().strip_suffix('%') else {
-            return Err(format!("expected a percentage, e.g. 10%, found {text:?}"));
+            return Err(format!(
+                "expected a percentage, e.g. 10%, found {}",
+                redact::value(text)
+            ));
         };
         match number.trim().parse::<u8>() {
             Ok(percent @ 1..=100) => Ok(percent),
             _ => Err(format!(
-                "invalid percentage {text:?}: use a whole number from 1% to 100%"
+                "invalid percentage {}: use a whole number from 1% to 100%",
+                redact::value(text)
             )),
         }
     },
