@@ -12,16 +12,6 @@ use hyper::{Method, StatusCode};
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinHandle;
 
-/// The daemon's resident memory, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status")
-}
-
 /// A client without a certificate that holds a connection open by asking for the server
 /// info every `every`, and opens a new one `every` after the server closes it.
 fn pester(client: Client, every: Duration, served: Arc<AtomicU64>) -> JoinHandle<()> {

@@ -44,6 +44,19 @@ fn raw_request(method: &str, path: &str, len: usize) -> String {
     )
 }
 
+/// The path and JSON body of a publish of `app` `version` with `digest` as its image.
+fn publish_request(app: &str, version: u64, digest: &str) -> (String, String) {
+    let body = json!({
+        "version": version,
+        "manifest": manifest(app, &[]),
+        "images": {"amd64": digest},
+    });
+    (
+        format!("/1.0/applications/{app}/versions"),
+        body.to_string(),
+    )
+}
+
 /// Every application and version the API lists.
 async fn listed(c: &Client) -> BTreeSet<(String, u64)> {
     let (_, list) = c.get_json("/1.0/applications").await;
@@ -147,13 +160,7 @@ async fn random_cuts_leave_storage_index_and_api_in_agreement() {
                 .await
                 .expect("the upload resumes");
                 assert_eq!(resumed.metadata()["complete"], true, "round {round}");
-                let body = json!({
-                    "version": version,
-                    "manifest": manifest(app, &[]),
-                    "images": {"amd64": digest},
-                })
-                .to_string();
-                let path = format!("/1.0/applications/{app}/versions");
+                let (path, body) = publish_request(app, version, &digest);
                 if rng.below(2) == 0 {
                     cut(
                         &p,
@@ -183,13 +190,7 @@ async fn random_cuts_leave_storage_index_and_api_in_agreement() {
             1 => {
                 let data = format!("shared image {}", rng.below(4)).repeat(100);
                 let digest = p.upload(data.as_bytes()).await;
-                let body = json!({
-                    "version": version,
-                    "manifest": manifest(app, &[]),
-                    "images": {"amd64": digest},
-                })
-                .to_string();
-                let path = format!("/1.0/applications/{app}/versions");
+                let (path, body) = publish_request(app, version, &digest);
                 cut(
                     &p,
                     raw_request("POST", &path, body.len()),

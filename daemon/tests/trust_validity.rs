@@ -25,27 +25,6 @@ fn openssl(dir: &Path, args: &[&str]) -> Output {
     out
 }
 
-/// A self-signed certificate valid from `not_before` to `not_after`, made with rcgen.
-fn identity_valid(name: &str, not_before: SystemTime, not_after: SystemTime) -> Identity {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.not_before = not_before.into();
-    params.not_after = not_after.into();
-    let cert = params.self_signed(&key).unwrap();
-    let der = cert.der().clone();
-    Identity {
-        name: name.to_string(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-        fingerprint: sha256_hex(&der),
-        cert_der: der,
-        key_der: key.serialize_der(),
-    }
-}
-
 /// An X.509 version 1 certificate (`openssl x509 -req` without extensions) for an rcgen
 /// ECDSA key, so the harness's rustls client can present it.
 fn identity_v1(dir: &Path, name: &str) -> Identity {
@@ -151,7 +130,7 @@ fn trust_add_refuses_certificates_that_can_never_connect() {
         assert_success(&out, &format!("aar trust add {name}"));
     }
     inst.trust_add(
-        &identity_valid("fresh", SystemTime::now(), SystemTime::now() + DAY),
+        &Identity::generate_valid("fresh", SystemTime::now(), SystemTime::now() + DAY),
         false,
     );
 }
@@ -161,7 +140,7 @@ fn trust_add_refuses_expired_and_not_yet_valid_certificates() {
     let inst = Instance::new("", None);
     let now = SystemTime::now();
 
-    let expired = identity_valid("expired", now - 30 * DAY, now - DAY);
+    let expired = Identity::generate_valid("expired", now - 30 * DAY, now - DAY);
     let msg = refused(&inst, &expired.write_pem(inst.dir.path()));
     assert!(msg.contains("expired on 20"), "says when: {msg}");
     assert!(
@@ -169,7 +148,7 @@ fn trust_add_refuses_expired_and_not_yet_valid_certificates() {
         "says what to do: {msg}"
     );
 
-    let early = identity_valid("early", now + DAY, now + 30 * DAY);
+    let early = Identity::generate_valid("early", now + DAY, now + 30 * DAY);
     let msg = refused(&inst, &early.write_pem(inst.dir.path()));
     assert!(msg.contains("not valid before 20"), "says when: {msg}");
 
@@ -199,7 +178,7 @@ fn trust_add_refuses_expired_and_not_yet_valid_certificates() {
 async fn a_trusted_certificate_is_refused_once_it_expires() {
     let d = Daemon::start("");
     let now = SystemTime::now();
-    let short = identity_valid("short-lived", now - DAY, now + Duration::from_secs(3));
+    let short = Identity::generate_valid("short-lived", now - DAY, now + Duration::from_secs(3));
     d.trust_add(&short, false);
     let client = d.client(Some(&short));
     let mut kept = client.connect().await.unwrap();
@@ -243,7 +222,8 @@ async fn a_trusted_certificate_is_refused_once_it_expires() {
 #[test]
 fn certificates_expiring_within_30_days_are_announced() {
     let now = SystemTime::now();
-    let soon = identity_valid("soon", now - DAY, now + 10 * DAY + Duration::from_secs(600));
+    let soon =
+        Identity::generate_valid("soon", now - DAY, now + 10 * DAY + Duration::from_secs(600));
     let d = Daemon::builder("").start();
     d.trust_add(&soon, false);
     let mut d = d;

@@ -730,16 +730,6 @@ async fn an_active_upload_is_not_collected_as_idle() {
     }
 }
 
-/// The daemon's resident memory, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status")
-}
-
 /// PATCHes `count` upload ids that look like the daemon's but name no upload, over four
 /// kept-alive connections.
 async fn patch_unknown_uploads(p: &Client, first: u64, count: u64) {

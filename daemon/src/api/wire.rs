@@ -29,14 +29,21 @@ pub struct ApplicationBody<'a> {
 /// `RegistryApplicationVersion`, plus the version's images and publish time.
 #[derive(Serialize)]
 struct VersionEntry<'a> {
+    #[serde(flatten)]
+    ams: AmsVersion<'a>,
+    images: &'a BTreeMap<String, ImageRef>,
+    /// Not `created_at`: AMS's own `ApplicationVersion` has one of another type.
+    published_at: &'a str,
+}
+
+/// The fields of `RegistryApplicationVersion`, from a version's manifest settings.
+#[derive(Serialize)]
+struct AmsVersion<'a> {
     boot_activity: &'a str,
     features: &'a [String],
     hooks: Hooks<'a>,
     bootstrap: Bootstrap<'a>,
     video_encoder: &'a str,
-    images: &'a BTreeMap<String, ImageRef>,
-    /// Not `created_at`: AMS's own `ApplicationVersion` has one of another type.
-    published_at: &'a str,
 }
 
 #[derive(Serialize)]
@@ -62,11 +69,8 @@ pub struct VersionBody<'a> {
     images: &'a BTreeMap<String, ImageRef>,
     created_at: &'a str,
     vm: bool,
-    boot_activity: &'a str,
-    features: &'a [String],
-    hooks: Hooks<'a>,
-    bootstrap: Bootstrap<'a>,
-    video_encoder: &'a str,
+    #[serde(flatten)]
+    ams: AmsVersion<'a>,
 }
 
 static NO_SETTINGS: VersionSettings = VersionSettings {
@@ -77,8 +81,21 @@ static NO_SETTINGS: VersionSettings = VersionSettings {
     video_encoder: String::new(),
 };
 
-fn settings(record: &VersionRecord) -> &VersionSettings {
-    record.settings.as_ref().unwrap_or(&NO_SETTINGS)
+impl<'a> From<&'a VersionRecord> for AmsVersion<'a> {
+    fn from(record: &'a VersionRecord) -> Self {
+        let s = record.settings.as_ref().unwrap_or(&NO_SETTINGS);
+        AmsVersion {
+            boot_activity: &s.boot_activity,
+            features: &s.features,
+            hooks: Hooks {
+                timeout: &s.hooks_timeout,
+            },
+            bootstrap: Bootstrap {
+                keep: &s.bootstrap_keep,
+            },
+            video_encoder: &s.video_encoder,
+        }
+    }
 }
 
 fn architectures(record: &VersionRecord) -> Vec<&str> {
@@ -108,17 +125,8 @@ impl<'a> From<&'a Application> for ApplicationBody<'a> {
 
 impl<'a> From<&'a VersionRecord> for VersionEntry<'a> {
     fn from(record: &'a VersionRecord) -> Self {
-        let s = settings(record);
         VersionEntry {
-            boot_activity: &s.boot_activity,
-            features: &s.features,
-            hooks: Hooks {
-                timeout: &s.hooks_timeout,
-            },
-            bootstrap: Bootstrap {
-                keep: &s.bootstrap_keep,
-            },
-            video_encoder: &s.video_encoder,
+            ams: AmsVersion::from(record),
             images: &record.images,
             published_at: &record.created_at,
         }
@@ -127,7 +135,6 @@ impl<'a> From<&'a VersionRecord> for VersionEntry<'a> {
 
 impl<'a> From<&'a VersionRecord> for VersionBody<'a> {
     fn from(record: &'a VersionRecord) -> Self {
-        let s = settings(record);
         VersionBody {
             application: &record.application,
             version: record.version,
@@ -139,15 +146,7 @@ impl<'a> From<&'a VersionRecord> for VersionBody<'a> {
             images: &record.images,
             created_at: &record.created_at,
             vm: record.vm,
-            boot_activity: &s.boot_activity,
-            features: &s.features,
-            hooks: Hooks {
-                timeout: &s.hooks_timeout,
-            },
-            bootstrap: Bootstrap {
-                keep: &s.bootstrap_keep,
-            },
-            video_encoder: &s.video_encoder,
+            ams: AmsVersion::from(record),
         }
     }
 }

@@ -385,11 +385,28 @@ impl fmt::Debug for Identity {
 
 impl Identity {
     pub fn generate(name: &str) -> Identity {
+        Identity::generate_with(name, |_| {})
+    }
+
+    /// A self-signed certificate valid from `not_before` to `not_after`.
+    pub fn generate_valid(
+        name: &str,
+        not_before: std::time::SystemTime,
+        not_after: std::time::SystemTime,
+    ) -> Identity {
+        Identity::generate_with(name, |params| {
+            params.not_before = not_before.into();
+            params.not_after = not_after.into();
+        })
+    }
+
+    fn generate_with(name: &str, adjust: impl FnOnce(&mut rcgen::CertificateParams)) -> Identity {
         let key = rcgen::KeyPair::generate().expect("key pair");
         let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).expect("params");
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, name);
+        adjust(&mut params);
         let cert = params.self_signed(&key).expect("self-signed certificate");
         let der = cert.der().clone();
         Identity {
@@ -1406,4 +1423,14 @@ pub fn read_string(p: &Path) -> String {
         let _ = f.read_to_string(&mut s);
     }
     s
+}
+
+/// The resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
 }
