@@ -225,7 +225,7 @@ async fn scrub(state: AppState, interval: std::time::Duration, rate: u64) {
     ticker.tick().await; // immediate; a scrub right at start would slow the start
     loop {
         ticker.tick().await;
-        match state.registry.verify(false, Some(rate)).await {
+        match state.registry.verify(Some(rate)).await {
             Ok(v) if v.is_clean() => {
                 tracing::info!(images = v.images, bytes = v.bytes, "scrub found every image intact")
             }

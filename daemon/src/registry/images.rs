@@ -101,26 +101,19 @@ impl Registry {
         Err(damage_reported(image, err))
     }
 
-    /// Hashes every image a stored record references and reads every record; with
-    /// `repair`, removes damaged images (under the write lock, as a publish would take it)
-    /// so that the publisher can upload them again. `rate` bounds the bytes hashed per
-    /// second (the background scrub); `None` reads as fast as storage allows.
-    pub async fn verify(
-        &self,
-        repair: bool,
-        rate: Option<u64>,
-    ) -> Result<Verification, StorageError> {
-        let _writes = if repair {
-            Some(self.0.writes.lock().await)
-        } else {
-            None
-        };
-        verify(self.0.storage.as_ref(), repair, rate).await
+    /// Hashes every image a stored record references and reads every record, reading at
+    /// most `rate` bytes per second (the background scrub). It only reports: removing a
+    /// damaged image is `aar verify --repair`, an operator's decision.
+    pub async fn verify(&self, rate: Option<u64>) -> Result<Verification, StorageError> {
+        verify(self.0.storage.as_ref(), false, rate).await
     }
 }
 
-/// [`Registry::verify`] on a backend no registry has opened: `aar verify`, next to a
-/// daemon that may be running (nothing is recovered or collected here).
+/// Hashes every image a stored record references and reads every record; with `repair`,
+/// removes damaged images so that an upload of the same bytes restores the versions using
+/// them. `rate` bounds the bytes hashed per second; `None` reads as fast as storage allows.
+/// Works on a backend no registry has opened (`aar verify`, beside a daemon that may be
+/// running): nothing is recovered or collected here.
 pub async fn verify(
     storage: &dyn Storage,
     repair: bool,
