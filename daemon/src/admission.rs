@@ -152,12 +152,7 @@ impl Admission {
     /// Gives the slot of a closed connection back, unless it was taken away already.
     fn release(&self, slot: &Slot) {
         let mut table = self.lock();
-        let held = match slot.class.load(Ordering::Relaxed) {
-            HANDSHAKING => table.handshaking.remove(&slot.id).is_some(),
-            UNTRUSTED => table.untrusted.remove(&slot.id).is_some(),
-            _ => true,
-        };
-        if held {
+        if table.take(slot) {
             table.open -= 1;
             drop(table);
             self.room.notify_one();
@@ -172,13 +167,7 @@ impl Admission {
             return true;
         }
         let mut table = self.lock();
-        let current = slot.class.load(Ordering::Relaxed);
-        let held = match current {
-            HANDSHAKING => table.handshaking.remove(&slot.id).is_some(),
-            UNTRUSTED => table.untrusted.remove(&slot.id).is_some(),
-            _ => true,
-        };
-        if !held {
+        if !table.take(slot) {
             return false;
         }
         slot.class.store(wanted, Ordering::Relaxed);
@@ -204,6 +193,16 @@ impl Admission {
 }
 
 impl Table {
+    /// Takes `slot` out of the map of its class (trusted connections are in none); false
+    /// when it was evicted already. Call with the table locked, before changing the class.
+    fn take(&mut self, slot: &Slot) -> bool {
+        match slot.class.load(Ordering::Relaxed) {
+            HANDSHAKING => self.handshaking.remove(&slot.id).is_some(),
+            UNTRUSTED => self.untrusted.remove(&slot.id).is_some(),
+            _ => true,
+        }
+    }
+
     fn evict_oldest_idle_untrusted(&mut self) -> bool {
         let oldest_idle = self.untrusted.values().find(|slot| slot.is_idle()).cloned();
         match oldest_idle {

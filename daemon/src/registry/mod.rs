@@ -140,10 +140,12 @@ impl Registry {
 
     async fn read_index(&self) -> Result<Index, StorageError> {
         let loaded = self.0.storage.load_versions().await?;
-        for location in &loaded.unreadable {
+        // The backend has logged each record; what follows from them is said once here.
+        if let Some(first) = loaded.unreadable.first() {
             tracing::error!(
-                record = location,
-                "unreadable version record: its version is not served and garbage collection of images is paused until it is repaired or removed (see `aar verify`)"
+                unreadable = loaded.unreadable.len(),
+                first,
+                "unreadable version records are not served, and garbage collection of images is paused until they are repaired or removed (see `aar verify`)"
             );
         }
         let mut index = Index::new();
