@@ -1,8 +1,7 @@
 //! The wire format: AMS/LXD-style JSON envelopes, strong ETags, and the one place where
 //! every error becomes a status code and a message.
 
-use crate::registry::RegistryError;
-use crate::storage::StorageError;
+use crate::registry::{ErrorKind, RegistryError};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -134,55 +133,34 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<StorageError> for ApiError {
-    fn from(err: StorageError) -> Self {
-        let status = match &err {
-            StorageError::NotFound(_) => StatusCode::NOT_FOUND,
-            StorageError::AlreadyExists(_)
-            | StorageError::Busy { .. }
-            | StorageError::OffsetMismatch { .. } => StatusCode::CONFLICT,
-            StorageError::TooLong { .. } | StorageError::DigestMismatch { .. } => {
-                StatusCode::BAD_REQUEST
-            }
-            StorageError::BodyInterrupted(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                StatusCode::REQUEST_TIMEOUT
-            }
-            StorageError::BodyInterrupted(_) => StatusCode::BAD_REQUEST,
-            StorageError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
-            StorageError::Damaged(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            StorageError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            StorageError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+impl From<RegistryError> for ApiError {
+    fn from(err: RegistryError) -> Self {
+        let kind = err.kind();
+        let status = match kind {
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::TimedOut => StatusCode::REQUEST_TIMEOUT,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Full => StatusCode::INSUFFICIENT_STORAGE,
+            ErrorKind::Damaged | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
-        let message = match &err {
+        let message = match kind {
             // The details (paths, OS errors) go to the log, not to the caller.
-            StorageError::Io { .. } => {
+            ErrorKind::Internal => {
                 tracing::error!(error = %err, "storage failure");
                 "internal storage error; the registry log has the details".to_string()
             }
             _ => err.to_string(),
         };
         let mut api = ApiError::new(status, message);
-        match err {
-            StorageError::OffsetMismatch { expected, .. } => {
-                api = api.with_header(HeaderName::from_static("upload-offset"), expected)
-            }
-            StorageError::Unavailable(_) => api = api.with_header(header::RETRY_AFTER, 5),
-            _ => {}
+        if let Some(offset) = err.upload_offset() {
+            api = api.with_header(HeaderName::from_static("upload-offset"), offset);
+        }
+        if kind == ErrorKind::Unavailable {
+            api = api.with_header(header::RETRY_AFTER, 5);
         }
         api
-    }
-}
-
-impl From<RegistryError> for ApiError {
-    fn from(err: RegistryError) -> Self {
-        match err {
-            RegistryError::Storage(e) => e.into(),
-            RegistryError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, err.to_string()),
-            RegistryError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, err.to_string()),
-            RegistryError::Name(_) | RegistryError::Manifest(_) | RegistryError::BadRequest(_) => {
-                ApiError::bad_request(err.to_string())
-            }
-        }
     }
 }
 

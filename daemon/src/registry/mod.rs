@@ -14,19 +14,21 @@
 
 mod application;
 mod detached;
+mod error;
 mod gc;
 mod images;
 mod publish;
 mod uploads;
 
 pub use application::{parse_tag_filter, Application};
+pub use error::{ErrorKind, RegistryError};
 pub use images::{verify, ImageCheck, Verification};
 pub use publish::PublishRequest;
 // What the API hands on without looking inside.
 pub use crate::storage::{BlobBody, ByteStream, UploadState};
 
-use crate::manifest::{self, ManifestError};
-use crate::model::{self, NameError, VersionRecord};
+use crate::manifest;
+use crate::model::{self, VersionRecord};
 use crate::storage::{Cleanup, Storage, StorageError, StorageKind};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -42,22 +44,6 @@ struct Inner {
     storage: Arc<dyn Storage>,
     index: RwLock<Index>,
     writes: tokio::sync::Mutex<()>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error(transparent)]
-    Name(#[from] NameError),
-    #[error(transparent)]
-    Manifest(#[from] ManifestError),
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0} not found")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error(transparent)]
-    Storage(#[from] StorageError),
 }
 
 /// The settings of a record written before records carried them, read from its manifest.
