@@ -18,6 +18,8 @@ mod error;
 mod gc;
 mod images;
 mod publish;
+#[cfg(test)]
+mod tests;
 mod uploads;
 
 pub use application::{parse_tag_filter, Application};
