@@ -7,6 +7,8 @@ mod extract;
 pub mod identity;
 mod images;
 pub mod response;
+#[cfg(test)]
+mod tests;
 mod uploads;
 mod wire;
 
@@ -118,24 +120,5 @@ fn parse_version(raw: &str) -> Result<u32, ApiError> {
             "version {:?} is not a number from 1 to 4294967295",
             shown()
         ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_version;
-
-    #[test]
-    fn versions_have_one_spelling() {
-        assert_eq!(parse_version("1").unwrap(), 1);
-        assert_eq!(parse_version("4294967295").unwrap(), u32::MAX);
-        for other in ["01", "+1", "001"] {
-            let e = parse_version(other).unwrap_err();
-            assert_eq!(e.status.as_u16(), 404, "{other}");
-        }
-        for bad in ["0", "-1", "x", "", "4294967296", "1.0"] {
-            let e = parse_version(bad).unwrap_err();
-            assert_eq!(e.status.as_u16(), 400, "{bad}");
-        }
     }
 }

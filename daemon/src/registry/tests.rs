@@ -129,7 +129,11 @@ async fn versions_are_immutable_and_need_uploaded_images() {
         .await
         .unwrap_err();
     assert!(matches!(renamed, RegistryError::Manifest(_)), "{renamed}");
-    assert_eq!(versions(&registry, "game"), [3], "refused publishes left nothing");
+    assert_eq!(
+        versions(&registry, "game"),
+        [3],
+        "refused publishes left nothing"
+    );
 }
 
 #[tokio::test]
