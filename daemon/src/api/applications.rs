@@ -40,10 +40,14 @@ async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, ApiError> {
     let tags = q.tags.as_deref().map(parse_tag_filter).unwrap_or_default();
-    let apps = state.registry.list(&tags);
-    response::sync(StatusCode::OK, &wire::applications(&apps), &headers)
+    let apps = state.registry.list(&tags)?;
+    Ok(response::sync(
+        StatusCode::OK,
+        &wire::applications(&apps),
+        &headers,
+    ))
 }
 
 async fn show(

@@ -17,6 +17,8 @@ pub enum RegistryError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{records} stored version record(s) cannot be read, so the registry does not answer a list that would lack them (AMS would delete what is missing); the registry's log names them and `aar verify` reports them: restore or remove them")]
+    Incomplete { records: usize },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -49,6 +51,7 @@ impl RegistryError {
             }
             RegistryError::NotFound(_) => ErrorKind::NotFound,
             RegistryError::Conflict(_) => ErrorKind::Conflict,
+            RegistryError::Incomplete { .. } => ErrorKind::Unavailable,
             RegistryError::Storage(err) => match err {
                 StorageError::NotFound(_) => ErrorKind::NotFound,
                 StorageError::AlreadyExists(_)

@@ -33,6 +33,7 @@ use crate::manifest;
 use crate::model::{self, VersionRecord};
 use crate::storage::{Cleanup, Storage, StorageError, StorageKind};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -45,6 +46,10 @@ pub struct Registry(Arc<Inner>);
 struct Inner {
     storage: Arc<dyn Storage>,
     index: RwLock<Index>,
+    /// How many stored records the last index load could not read. While any exists,
+    /// listings are refused rather than answered without them: AMS deletes what
+    /// vanishes from the registry, so a partial answer would be data loss on every client.
+    unreadable: AtomicUsize,
     writes: tokio::sync::Mutex<()>,
 }
 
@@ -76,6 +81,7 @@ impl Registry {
         let registry = Registry(Arc::new(Inner {
             storage,
             index: RwLock::default(),
+            unreadable: AtomicUsize::new(0),
             writes: tokio::sync::Mutex::new(()),
         }));
         registry.reload().await?;
@@ -95,7 +101,7 @@ impl Registry {
 
     /// Rebuilds the index from storage (the source of truth).
     pub async fn reload(&self) -> Result<(), StorageError> {
-        let index = self.read_index().await?;
+        let (index, unreadable) = self.read_index().await?;
         let versions: usize = index.values().map(BTreeMap::len).sum();
         tracing::info!(
             applications = index.len(),
@@ -103,6 +109,7 @@ impl Registry {
             "index loaded from storage"
         );
         *self.0.index.write().unwrap() = index;
+        self.0.unreadable.store(unreadable, Ordering::Release);
         Ok(())
     }
 
@@ -111,7 +118,7 @@ impl Registry {
     /// daemon is never lost between the listing and the swap; logs only changes.
     pub async fn refresh(&self) -> Result<(), StorageError> {
         let _writes = self.0.writes.lock().await;
-        let index = self.read_index().await?;
+        let (index, unreadable) = self.read_index().await?;
         let mut current = self.0.index.write().unwrap();
         let before: usize = current.values().map(BTreeMap::len).sum();
         let after: usize = index.values().map(BTreeMap::len).sum();
@@ -123,10 +130,12 @@ impl Registry {
             );
         }
         *current = index;
+        self.0.unreadable.store(unreadable, Ordering::Release);
         Ok(())
     }
 
-    async fn read_index(&self) -> Result<Index, StorageError> {
+    /// The index and how many stored records it lacks because they cannot be read.
+    async fn read_index(&self) -> Result<(Index, usize), StorageError> {
         let loaded = self.0.storage.load_versions().await?;
         // The backend has logged each record; what follows from them is said once here.
         if let Some(first) = loaded.unreadable.first() {
@@ -146,22 +155,38 @@ impl Registry {
                 .or_default()
                 .insert(record.version, Arc::new(record));
         }
-        Ok(index)
+        Ok((index, loaded.unreadable.len()))
     }
 
     /// Applications whose latest version carries every tag of `tags` (all of them when
-    /// `tags` is empty).
-    pub fn list(&self, tags: &[&str]) -> Vec<Application> {
+    /// `tags` is empty). Refused while a stored record cannot be read (see
+    /// [`Inner::unreadable`]).
+    pub fn list(&self, tags: &[&str]) -> Result<Vec<Application>, RegistryError> {
+        self.complete()?;
         let index = self.0.index.read().unwrap();
-        index
+        Ok(index
             .iter()
             .filter_map(|(name, versions)| Application::from_index(name, versions))
             .filter(|app| app.carries_all(tags))
-            .collect()
+            .collect())
     }
 
+    /// An application with every version; refused, like [`list`](Self::list), while a
+    /// stored record cannot be read, since the missing one may be among its versions.
     pub fn application(&self, name: &str) -> Result<Application, RegistryError> {
         model::validate_name("application name", name)?;
+        self.complete()?;
+        self.indexed(name)
+    }
+
+    fn complete(&self) -> Result<(), RegistryError> {
+        match self.0.unreadable.load(Ordering::Acquire) {
+            0 => Ok(()),
+            records => Err(RegistryError::Incomplete { records }),
+        }
+    }
+
+    fn indexed(&self, name: &str) -> Result<Application, RegistryError> {
         let index = self.0.index.read().unwrap();
         index
             .get(name)

@@ -159,7 +159,8 @@ impl Registry {
     }
 
     async fn delete_application_now(&self, name: &str) -> Result<(), RegistryError> {
-        self.application(name)?;
+        model::validate_name("application name", name)?;
+        self.indexed(name)?;
         let inner = &self.0;
         let _writes = inner.writes.lock().await;
         inner.storage.delete_application(name).await?;

@@ -91,7 +91,7 @@ async fn a_publish_is_in_storage_before_the_index_and_survives_a_restart() {
     // A second registry over the same directory answers the same: storage is the truth.
     let reopened = open(dir.path()).await;
     assert_eq!(versions(&reopened, "game"), [1, 2]);
-    assert_eq!(reopened.list(&[]).len(), 1);
+    assert_eq!(reopened.list(&[]).unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -161,7 +161,7 @@ async fn garbage_collection_keeps_every_referenced_image() {
     ));
     registry.collect_garbage(Duration::ZERO).await.unwrap();
     assert!(stored.blob_size(&kept).await.unwrap().is_none());
-    assert!(open(dir.path()).await.list(&[]).is_empty());
+    assert!(open(dir.path()).await.list(&[]).unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -208,4 +208,45 @@ async fn an_image_whose_size_changed_is_damaged_never_served() {
     assert_eq!(err.kind(), ErrorKind::Damaged, "{err}");
     let head = registry.check_image(&found).await.unwrap_err();
     assert_eq!(head.kind(), ErrorKind::Damaged, "{head}");
+}
+
+#[tokio::test]
+async fn no_list_is_answered_while_a_record_cannot_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = open(dir.path()).await;
+    let image = upload(&registry, b"image").await;
+    for version in [1, 2] {
+        registry
+            .publish("game", request("game", Some(version), image))
+            .await
+            .unwrap();
+    }
+    registry
+        .publish("other", request("other", Some(1), image))
+        .await
+        .unwrap();
+    let records = files_named(dir.path(), "2.json");
+    assert_eq!(records.len(), 1, "{records:?}");
+    let sound = std::fs::read(&records[0]).unwrap();
+    std::fs::write(&records[0], b"{ cut in half").unwrap();
+
+    // A restart finds the damage: the lists that would lack version 2 are refused, not
+    // shortened (AMS would delete what is missing).
+    let damaged = open(dir.path()).await;
+    let err = damaged.list(&[]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("aar verify"), "{err}");
+    for name in ["game", "other"] {
+        let err = damaged.application(name).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{name}: {err}");
+    }
+    // What is readable is still served by its exact address.
+    assert_eq!(damaged.version("game", 1).unwrap().version, 1);
+    assert!(damaged.image("other", 1, "amd64").is_ok());
+
+    // Once the record is restored, the next load answers in full again.
+    std::fs::write(&records[0], sound).unwrap();
+    damaged.reload().await.unwrap();
+    assert_eq!(damaged.list(&[]).unwrap().len(), 2);
+    assert_eq!(versions(&damaged, "game"), [1, 2]);
 }
