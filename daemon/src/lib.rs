@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod cloudfront;
 pub mod config;

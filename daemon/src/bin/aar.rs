@@ -59,6 +59,44 @@ fn main() -> ExitCode {
                 Err(e) => fail(format!("{e:#}")),
             }
         }
+        Command::Backup { file, no_blobs } => {
+            let config = match load(config_path.as_deref()) {
+                Ok(config) => config,
+                Err(e) => return fail(format!("invalid configuration: {e}")),
+            };
+            init_tracing("off");
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            // The archive may be on stdout: the summary goes to stderr.
+            let mut report = std::io::stderr().lock();
+            match runtime.block_on(aar::cli::backup::run_backup(
+                &config,
+                &file,
+                !no_blobs,
+                &mut report,
+            )) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("{e:#}")),
+            }
+        }
+        Command::Restore { file, force } => {
+            let config = match load(config_path.as_deref()) {
+                Ok(config) => config,
+                Err(e) => return fail(format!("invalid configuration: {e}")),
+            };
+            init_tracing("off");
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let mut report = std::io::stdout().lock();
+            match runtime.block_on(aar::cli::backup::run_restore(
+                &config,
+                &file,
+                force,
+                &mut report,
+            )) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => fail(format!("{e:#}")),
+            }
+        }
         Command::Trust(command) => {
             let config = match load(config_path.as_deref()) {
                 Ok(config) => config,

@@ -1,5 +1,6 @@
-//! The `aar` command line: `serve`, `trust …`, `verify`, `config check`.
+//! The `aar` command line: `serve`, `trust …`, `verify`, `backup`, `restore`, `config check`.
 
+pub mod backup;
 pub mod trust;
 pub mod verify;
 
@@ -33,6 +34,25 @@ pub enum Command {
         /// versions that use it.
         #[arg(long)]
         repair: bool,
+    },
+    /// Write what cannot be recreated to FILE (`-`: standard output): the server key and
+    /// certificate, the trust store, the version records and, with fs storage, the images.
+    /// Safe beside a serving daemon; the file is readable by its owner only.
+    Backup {
+        file: String,
+        /// Leave the images out (fs storage; with S3 they always stay in the bucket).
+        #[arg(long)]
+        no_blobs: bool,
+    },
+    /// Restore a backup from FILE (`-`: standard input) into this registry's state and
+    /// storage. Stop the daemon first. Refuses a registry that already holds something
+    /// unless --force.
+    Restore {
+        file: String,
+        /// Restore over existing state: the server identity and trust store are replaced,
+        /// records are added beside the stored ones (never overwriting a version).
+        #[arg(long)]
+        force: bool,
     },
 }
 
