@@ -23,6 +23,7 @@ from pathlib import Path
 import ops
 
 import aar_ext
+import cos
 from actions import Actions
 from state import (
     ENDPOINTS,
@@ -103,6 +104,8 @@ class AarCharm(ops.CharmBase):
                 self.on[endpoint].relation_departed,
                 self.on[endpoint].relation_broken,
             ]
+        # The collector's data does not depend on what it sends, but a new collector needs it.
+        events += [self.on[cos.RELATION].relation_joined, self.on[cos.RELATION].relation_changed]
         for event in events:
             framework.observe(event, self._on_reconcile)
         framework.observe(self.on.stop, self._on_stop)
@@ -122,6 +125,7 @@ class AarCharm(ops.CharmBase):
     def _on_reconcile(self, event: ops.EventBase) -> None:
         self._leaving = Leaving.of(event)
         self._found = self._reconcile(event)
+        self._share_telemetry()
 
     def _on_stop(self, _event: ops.EventBase) -> None:
         # The data directory, trust store and config stay: a new unit or a redeploy on this
@@ -387,6 +391,38 @@ class AarCharm(ops.CharmBase):
             data = relation.data[self.unit]
             for key in ("certificate", "fingerprint", "ip", "port"):
                 data.pop(key, None)
+
+    # -- observability: the collector on this machine ------------------------------------
+
+    def _serves(self) -> bool:
+        """Whether this unit is meant to run the daemon now (whether or not it does)."""
+        return (
+            not self._found.install_failed
+            and bool(self._options.ua_token)
+            and not self._must_stand_down()
+            and self._running_config() is not None
+        )
+
+    def _share_telemetry(self) -> None:
+        """Tell the collector what to scrape and which rules and dashboards to forward."""
+        relations = self.model.relations[cos.RELATION]
+        if not relations:
+            return
+        topology = cos.Topology(
+            model=self.model.name,
+            model_uuid=self.model.uuid,
+            application=self.app.name,
+            charm=self.meta.name,
+        )
+        try:
+            data = cos.unit_data(topology, serving=self._serves())
+        except (OSError, ValueError, cos.RuleFileError) as e:
+            # The files come with the charm: a broken one is the charm revision's fault,
+            # and the registry itself keeps serving.
+            logger.error("cannot share the charm's dashboards and rules: %s", e)
+            return
+        for relation in relations:
+            relation.data[self.unit].update(data)
 
     # -- status: what is wrong and how to fix it, or what is served ----------------------
 

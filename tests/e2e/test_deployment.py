@@ -9,8 +9,10 @@ valid one recovers → actions → upgrade-charm keeps everything → stop leave
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import lzma
 import os
 import socket
 import subprocess
@@ -271,3 +273,25 @@ def test_second_unit_with_filesystem_storage_waits_until_it_leads(unit):
     assert "aar" in unit.load()["systemd_enabled"]
     unit.hook("stop")
     assert unit.daemon_pid() is None
+
+
+def test_the_packed_charm_shares_its_dashboard_and_rules_with_the_collector(unit):
+    """The dashboards and rule files travel in the .charm and are read from src/ there."""
+    port = free_port()
+    unit.configure(port=port, ua_token=TOKEN)
+    for hook in ("install", "leader-elected", "config-changed", "start"):
+        unit.hook(hook)
+    assert unit.status[0] == "active"
+    rid = unit.add_relation("cos-agent", "opentelemetry-collector")
+    unit.join(rid, "opentelemetry-collector/0", {})
+    data = json.loads(unit.relation(rid)["local_unit"]["config"])
+    assert data["metrics_scrape_jobs"][0]["static_configs"] == [{"targets": ["127.0.0.1:3001"]}]
+    (dashboard,) = data["dashboards"]
+    assert json.loads(lzma.decompress(base64.b64decode(dashboard)))["uid"] == (
+        "aar-registry-overview"
+    )
+    alerts = [r["alert"] for g in data["metrics_alert_rules"]["groups"] for r in g["rules"]]
+    assert "AarDaemonDown" in alerts
+    assert data["log_alert_rules"]["groups"][0]["name"] == ("registry_00000000_aar_aar_logs_rules")
+    assert TOKEN not in unit.everything_said()
+    unit.hook("stop")
