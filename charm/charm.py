@@ -33,6 +33,7 @@ from state import (
     RemoteUnit,
     TrustPlan,
     active_message,
+    holdings,
     plan_trust,
     public_interface_notice,
 )
@@ -104,7 +105,7 @@ class AarCharm(ops.CharmBase):
                 self.on[endpoint].relation_departed,
                 self.on[endpoint].relation_broken,
             ]
-        # The collector's data does not depend on what it sends, but a new collector needs it.
+        # A collector that joins needs the data at once; nothing it sends changes it.
         events += [self.on[cos.RELATION].relation_joined, self.on[cos.RELATION].relation_changed]
         for event in events:
             framework.observe(event, self._on_reconcile)
@@ -522,8 +523,22 @@ class AarCharm(ops.CharmBase):
         except WorkloadError as e:
             return ops.BlockedStatus(f"cannot read the trust store: {e}")
         return ops.ActiveStatus(
-            active_message(self._address(None), running["port"], running["storage"], trusted)
+            active_message(
+                self._address(None),
+                running["port"],
+                running["storage"],
+                trusted,
+                self._holdings(),
+            )
         )
+
+    def _holdings(self) -> str:
+        """What the registry holds, or "" when the daemon cannot say (the status goes on)."""
+        try:
+            return holdings(self.workload.registry_status())
+        except WorkloadError as e:
+            logger.debug("aar status: %s", e)
+            return ""
 
 
 if __name__ == "__main__":  # pragma: no cover
