@@ -364,3 +364,33 @@ def test_the_dashboard_is_one_grafana_imports():
     for panel in board["panels"]:
         pos = panel["gridPos"]
         assert pos["x"] + pos["w"] <= 24, panel["title"]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("groups: [", "not YAML"),
+        ("alert: X\nexpr: up == 0\n", "expected `groups:`"),
+        ("groups:\n  - name: g\n", "every group needs a name and rules"),
+        (
+            "groups:\n  - name: g\n    rules: [{alert: X}]\n",
+            "every rule needs an alert and an expr",
+        ),
+    ],
+)
+def test_a_broken_rule_file_is_named_with_its_problem(tmp_path, text, problem):
+    path = tmp_path / "broken.rules"
+    path.write_text(text)
+    with pytest.raises(cos.RuleFileError, match=problem) as refused:
+        cos.read_rule_groups(path)
+    assert str(refused.value).startswith("broken.rules: ")
+
+
+def test_a_broken_rule_file_leaves_the_registry_serving(ctx, fake, monkeypatch, tmp_path):
+    (tmp_path / "aar.rules").write_text("groups: [")
+    monkeypatch.setattr(cos, "METRICS_RULES", tmp_path)
+    relation = collector()
+    state = related(ctx, deployed(ctx, fake), relation)
+    assert state.unit_status.name == "active"
+    assert cos.DATABAG_KEY not in state.get_relation(relation.id).local_unit_data
+    assert any("cannot share the charm's dashboards and rules" in m.message for m in ctx.juju_log)
