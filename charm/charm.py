@@ -23,6 +23,7 @@ from pathlib import Path
 import ops
 
 import aar_ext
+import cos
 from actions import Actions
 from state import (
     ENDPOINTS,
@@ -32,6 +33,7 @@ from state import (
     RemoteUnit,
     TrustPlan,
     active_message,
+    holdings,
     plan_trust,
     public_interface_notice,
 )
@@ -103,6 +105,8 @@ class AarCharm(ops.CharmBase):
                 self.on[endpoint].relation_departed,
                 self.on[endpoint].relation_broken,
             ]
+        # A collector that joins needs the data at once; nothing it sends changes it.
+        events += [self.on[cos.RELATION].relation_joined, self.on[cos.RELATION].relation_changed]
         for event in events:
             framework.observe(event, self._on_reconcile)
         framework.observe(self.on.stop, self._on_stop)
@@ -122,6 +126,7 @@ class AarCharm(ops.CharmBase):
     def _on_reconcile(self, event: ops.EventBase) -> None:
         self._leaving = Leaving.of(event)
         self._found = self._reconcile(event)
+        self._share_telemetry()
 
     def _on_stop(self, _event: ops.EventBase) -> None:
         # The data directory, trust store and config stay: a new unit or a redeploy on this
@@ -388,6 +393,38 @@ class AarCharm(ops.CharmBase):
             for key in ("certificate", "fingerprint", "ip", "port"):
                 data.pop(key, None)
 
+    # -- observability: the collector on this machine ------------------------------------
+
+    def _serves(self) -> bool:
+        """Whether this unit is meant to run the daemon now (whether or not it does)."""
+        return (
+            not self._found.install_failed
+            and bool(self._options.ua_token)
+            and not self._must_stand_down()
+            and self._running_config() is not None
+        )
+
+    def _share_telemetry(self) -> None:
+        """Tell the collector what to scrape and which rules and dashboards to forward."""
+        relations = self.model.relations[cos.RELATION]
+        if not relations:
+            return
+        topology = cos.Topology(
+            model=self.model.name,
+            model_uuid=self.model.uuid,
+            application=self.app.name,
+            charm=self.meta.name,
+        )
+        try:
+            data = cos.unit_data(topology, serving=self._serves())
+        except (OSError, ValueError, cos.RuleFileError) as e:
+            # The files come with the charm: a broken one is the charm revision's fault,
+            # and the registry itself keeps serving.
+            logger.error("cannot share the charm's dashboards and rules: %s", e)
+            return
+        for relation in relations:
+            relation.data[self.unit].update(data)
+
     # -- status: what is wrong and how to fix it, or what is served ----------------------
 
     def _on_collect_status(self, event: ops.CollectStatusEvent) -> None:
@@ -486,8 +523,22 @@ class AarCharm(ops.CharmBase):
         except WorkloadError as e:
             return ops.BlockedStatus(f"cannot read the trust store: {e}")
         return ops.ActiveStatus(
-            active_message(self._address(None), running["port"], running["storage"], trusted)
+            active_message(
+                self._address(None),
+                running["port"],
+                running["storage"],
+                trusted,
+                self._holdings(),
+            )
         )
+
+    def _holdings(self) -> str:
+        """What the registry holds, or "" when the daemon cannot say (the status goes on)."""
+        try:
+            return holdings(self.workload.registry_status())
+        except WorkloadError as e:
+            logger.debug("aar status: %s", e)
+            return ""
 
 
 if __name__ == "__main__":  # pragma: no cover

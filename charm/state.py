@@ -155,14 +155,47 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-def active_message(address: str, port: int, storage: Mapping[str, object], trusted: list) -> str:
-    """`serving 10.0.0.5:3000 · s3 aar0 (eu-west-3) via CloudFront · 3 clients, 1 publisher`."""
+def active_message(
+    address: str, port: int, storage: Mapping[str, object], trusted: list, holds: str = ""
+) -> str:
+    """`serving 10.0.0.5:3000 · s3 aar0 (eu-west-3) via CloudFront · 3 clients, 1 publisher`.
+
+    `holds` (see `holdings`), when known, follows: `· 3 apps, 7 versions, 117.7 MiB`.
+    """
     clients = sum(1 for cert in trusted if cert.get("role") == "client")
     publishers = sum(1 for cert in trusted if cert.get("role") == "publisher")
-    return (
+    message = (
         f"serving {address}:{port} · {describe_storage(storage)} · "
         f"{plural(clients, 'client')}, {plural(publishers, 'publisher')}"
     )
+    return f"{message} · {holds}" if holds else message
+
+
+def holdings(status: Mapping[str, object]) -> str:
+    """What `aar status --format json` says the registry holds, in a few words.
+
+    `3 apps, 7 versions, 117.7 MiB`; `index not loaded yet` while the daemon has not read
+    its storage; "" for anything it cannot read, so the status says no more than it knows.
+    """
+    if status.get("index_loaded") is False:
+        return "index not loaded yet"
+    counts = [status.get(key) for key in ("applications", "versions", "blob_bytes")]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+        return ""
+    applications, versions, size = counts
+    return f"{plural(applications, 'app')}, {plural(versions, 'version')}, {human_bytes(size)}"
+
+
+def human_bytes(size: int) -> str:
+    """`0 B`, `512 B`, `117.7 MiB`, `2.0 TiB`: binary units, one decimal past bytes."""
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
 
 
 def decode_relation_value(value: str) -> str:

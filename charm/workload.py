@@ -153,16 +153,21 @@ class Workload:
     # -- commands ------------------------------------------------------------------------
 
     def _run(
-        self, args: list[str], *, input: str | None = None, check: bool = True
+        self,
+        args: list[str],
+        *,
+        input: str | None = None,
+        check: bool = True,
+        timeout: int = 120,
     ) -> subprocess.CompletedProcess[str]:
         try:
             result = subprocess.run(
-                args, input=input, capture_output=True, text=True, timeout=120, check=False
+                args, input=input, capture_output=True, text=True, timeout=timeout, check=False
             )
         except FileNotFoundError as e:
             raise WorkloadError(f"cannot run {args[0]}: it is not installed") from e
         except subprocess.TimeoutExpired as e:
-            raise WorkloadError(f"{' '.join(args[:3])} did not finish within 120s") from e
+            raise WorkloadError(f"{' '.join(args[:3])} did not finish within {timeout}s") from e
         if check and result.returncode != 0:
             raise WorkloadError(
                 f"{' '.join(args[:3])} failed: {_last_line(result.stderr or result.stdout)}"
@@ -170,12 +175,13 @@ class Workload:
         return result
 
     def _aar(
-        self, *args: str, input: str | None = None, check: bool = True
+        self, *args: str, input: str | None = None, check: bool = True, timeout: int = 120
     ) -> subprocess.CompletedProcess[str]:
         return self._run(
             [str(self.paths.binary), "--config", str(self.paths.config_file), *args],
             input=input,
             check=check,
+            timeout=timeout,
         )
 
     def _systemctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -296,6 +302,22 @@ class Workload:
         )
         lines = [line for line in result.stdout.splitlines() if line.startswith("aar: ")]
         return lines[-1].removeprefix("aar: ") if lines else ""
+
+    def registry_status(self) -> dict:
+        """What the registry holds, from `aar status --format json`.
+
+        `applications`, `versions`, `blob_bytes`, `trusted_clients`, `trusted_publishers`,
+        `last_publish`, `storage`, `index_loaded`. Asked at every status, so it is given
+        seconds, not minutes: a daemon that does not answer must not hold up the hook.
+        """
+        out = self._aar("status", "--format", "json", timeout=10).stdout
+        try:
+            status = json.loads(out)
+        except ValueError:
+            raise WorkloadError(f"aar status printed no JSON: {_last_line(out)}") from None
+        if not isinstance(status, dict):
+            raise WorkloadError("aar status printed no JSON object")
+        return status
 
     # -- trust ---------------------------------------------------------------------------
 

@@ -12,7 +12,8 @@
 # The archive holds:
 #   dispatch                 the charm plugin's dispatch script (runs src/charm.py)
 #   hooks/{install,start,upgrade-charm} -> ../dispatch   (for old Juju, as charmcraft does)
-#   src/                     charm/*.py
+#   src/                     charm/*.py, and the dashboards and alert rules for the
+#                            cos-agent relation (grafana_dashboards/, *_alert_rules/)
 #   venv/                    ops & co. for the target Ubuntu Python (pip --target), and the
 #                            aar_ext PyO3 module (abi3: one build for 3.10 and 3.12)
 #   bin/aar                  the daemon, `cargo build --release -p aar`
@@ -80,6 +81,8 @@ for hook in install start upgrade-charm; do
 done
 
 cp charm/*.py "$prime/src/"
+# What the charm hands the observability collector (charm/cos.py reads them beside itself).
+cp -r charm/grafana_dashboards charm/prometheus_alert_rules charm/loki_alert_rules "$prime/src/"
 chmod 755 "$prime/src/charm.py"
 cp metadata.yaml config.yaml actions.yaml "$prime/"
 

@@ -9,8 +9,10 @@ valid one recovers → actions → upgrade-charm keeps everything → stop leave
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import lzma
 import os
 import socket
 import subprocess
@@ -20,6 +22,7 @@ import pytest
 
 from certs import make_identity
 from fakejuju import Ams, Unit
+from state import holdings
 
 pytestmark = pytest.mark.e2e
 
@@ -58,6 +61,32 @@ def registry_of(unit: Unit, rid: int) -> tuple[str, int, str]:
     return data["ip"], int(data["port"]), data["fingerprint"]
 
 
+def holds(unit: Unit) -> str:
+    """The end of the Active message: ` · ` and what `aar status` reports, "" without it.
+
+    Asked of the installed daemon with the charm's own config file, as the charm asks it;
+    a daemon without `aar status` leaves the message as it was.
+    """
+    result = subprocess.run(
+        [
+            str(unit.sysroot / "usr/local/bin/aar"),
+            "--config",
+            str(unit.sysroot / "etc/aar/aar.yaml"),
+            "status",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    if result.returncode != 0:
+        return ""
+    said = holdings(json.loads(result.stdout))
+    return f" · {said}" if said else ""
+
+
 def test_deployment_story(unit, tmp_path):
     port = free_port()
     unit.configure(port=port)
@@ -85,7 +114,7 @@ def test_deployment_story(unit, tmp_path):
     state_dir = unit.sysroot / "var/lib/aar"
     assert unit.status == (
         "active",
-        f"serving 127.0.0.1:{port} · fs {state_dir}/data · 0 clients, 0 publishers",
+        f"serving 127.0.0.1:{port} · fs {state_dir}/data · 0 clients, 0 publishers" + holds(unit),
     )
     pid = unit.daemon_pid()
     assert pid is not None
@@ -109,7 +138,7 @@ def test_deployment_story(unit, tmp_path):
     assert local["certificate"].startswith("-----BEGIN CERTIFICATE-----")
     assert unit.status == (
         "active",
-        f"serving 127.0.0.1:{port} · fs {state_dir}/data · 0 clients, 1 publisher",
+        f"serving 127.0.0.1:{port} · fs {state_dir}/data · 0 clients, 1 publisher" + holds(unit),
     )
 
     # The publisher AMS uploads and publishes an application over mTLS.
@@ -142,7 +171,7 @@ def test_deployment_story(unit, tmp_path):
     unit.join(rid_client, "ams-east/0", {"certificate": client.cert_pem, "mode": "client"})
     host, served_port, fingerprint_seen = registry_of(unit, rid_client)
     assert (host, fingerprint_seen) == ("127.0.0.2", fingerprint)
-    assert unit.status[1].endswith("· 1 client, 1 publisher")
+    assert unit.status[1].endswith("· 1 client, 1 publisher" + holds(unit))
 
     east = Ams(client_cert, client_key, host, served_port, fingerprint)
     status, apps = east.json("GET", "/1.0/applications?tags=eu")
@@ -158,7 +187,7 @@ def test_deployment_story(unit, tmp_path):
     unit.depart(rid_client, "ams-east/0")
     status, _ = east.json("GET", "/1.0/applications")
     assert status == 403
-    assert unit.status[1].endswith("· 0 clients, 1 publisher")
+    assert unit.status[1].endswith("· 0 clients, 1 publisher" + holds(unit))
     east.close()
 
     # An invalid storage_config blocks with the daemon's error; the registry keeps serving.
@@ -182,7 +211,7 @@ def test_deployment_story(unit, tmp_path):
     unit.hook("config-changed")
     assert unit.status == (
         "active",
-        f"serving 127.0.0.1:{port} · fs {state_dir}/data · 0 clients, 1 publisher",
+        f"serving 127.0.0.1:{port} · fs {state_dir}/data · 0 clients, 1 publisher" + holds(unit),
     )
     new_pid = unit.daemon_pid()
     assert new_pid not in (None, pid)
@@ -271,3 +300,25 @@ def test_second_unit_with_filesystem_storage_waits_until_it_leads(unit):
     assert "aar" in unit.load()["systemd_enabled"]
     unit.hook("stop")
     assert unit.daemon_pid() is None
+
+
+def test_the_packed_charm_shares_its_dashboard_and_rules_with_the_collector(unit):
+    """The dashboards and rule files travel in the .charm and are read from src/ there."""
+    port = free_port()
+    unit.configure(port=port, ua_token=TOKEN)
+    for hook in ("install", "leader-elected", "config-changed", "start"):
+        unit.hook(hook)
+    assert unit.status[0] == "active"
+    rid = unit.add_relation("cos-agent", "opentelemetry-collector")
+    unit.join(rid, "opentelemetry-collector/0", {})
+    data = json.loads(unit.relation(rid)["local_unit"]["config"])
+    assert data["metrics_scrape_jobs"][0]["static_configs"] == [{"targets": ["127.0.0.1:3001"]}]
+    (dashboard,) = data["dashboards"]
+    assert json.loads(lzma.decompress(base64.b64decode(dashboard)))["uid"] == (
+        "aar-registry-overview"
+    )
+    alerts = [r["alert"] for g in data["metrics_alert_rules"]["groups"] for r in g["rules"]]
+    assert "AarDaemonDown" in alerts
+    assert data["log_alert_rules"]["groups"][0]["name"] == ("registry_00000000_aar_aar_logs_rules")
+    assert TOKEN not in unit.everything_said()
+    unit.hook("stop")

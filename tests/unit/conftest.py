@@ -46,6 +46,9 @@ class FakeWorkload:
         self.pro_attaches = 0
         # Network interfaces and their IPv4 address ("" for none), for public_interface.
         self.interfaces = {"lo": "127.0.0.1", "eth0": "192.0.2.0"}
+        # What `aar status --format json` prints; None: the command fails (a daemon
+        # without it, or one that does not answer).
+        self.holds: dict | None = None
 
     # install ---------------------------------------------------------------------------
 
@@ -113,6 +116,11 @@ class FakeWorkload:
 
     def failure_reason(self) -> str:
         return self.fail_start or ""
+
+    def registry_status(self) -> dict:
+        if self.holds is None:
+            raise workload.WorkloadError("aar --config /etc/aar/aar.yaml failed: no status")
+        return dict(self.holds)
 
     # trust -----------------------------------------------------------------------------
 

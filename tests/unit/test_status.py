@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from ops import testing
 
 from charm import Findings
 from conftest import client_relation, deployed
+from state import holdings
 
 LOOK = "list-clients"  # an action: building the charm around it applies nothing
 
@@ -67,3 +69,64 @@ def test_what_applying_met_takes_its_place_among_the_issues(ctx, fake, ams):
     assert issues[0] == "the daemon refused the rendered config (x)"
     assert issues[1].startswith("ams-east/0 asks for publisher access on aar:client;")
     assert issues[2:] == ["cannot remove 0123456789ab: y"]
+
+
+# -- what the registry holds (`aar status`) -----------------------------------------------
+
+HOLDS = {
+    "applications": 3,
+    "versions": 7,
+    "blob_bytes": 123456789,
+    "trusted_clients": 2,
+    "trusted_publishers": 1,
+    "last_publish": "2026-12-05T03:50:00Z",
+    "storage": "fs",
+    "index_loaded": True,
+}
+
+
+def test_the_active_status_says_what_the_registry_holds(ctx, fake):
+    fake.holds = HOLDS
+    state = deployed(ctx, fake)
+    assert state.unit_status == testing.ActiveStatus(
+        f"serving 192.0.2.0:3000 · fs {fake.paths.state_directory}/data · 0 clients, "
+        "0 publishers · 3 apps, 7 versions, 117.7 MiB"
+    )
+
+
+def test_without_aar_status_the_active_status_stays_as_it_was(ctx, fake):
+    fake.holds = None
+    state = deployed(ctx, fake)
+    assert state.unit_status == testing.ActiveStatus(
+        f"serving 192.0.2.0:3000 · fs {fake.paths.state_directory}/data · 0 clients, 0 publishers"
+    )
+
+
+def test_an_index_not_loaded_yet_is_said_so(ctx, fake):
+    fake.holds = {**HOLDS, "index_loaded": False}
+    state = deployed(ctx, fake)
+    assert state.unit_status.message.endswith("0 publishers · index not loaded yet")
+
+
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [
+        ({"applications": 1, "versions": 1, "blob_bytes": 512}, "1 app, 1 version, 512 B"),
+        ({"applications": 0, "versions": 0, "blob_bytes": 0}, "0 apps, 0 versions, 0 B"),
+        (
+            {"applications": 2, "versions": 9, "blob_bytes": 5 * 2**40},
+            "2 apps, 9 versions, 5.0 TiB",
+        ),
+        (
+            {"applications": 2, "versions": 9, "blob_bytes": 2**50},
+            "2 apps, 9 versions, 1024.0 TiB",
+        ),
+        # What it cannot read it does not say.
+        ({"applications": "3", "versions": 7, "blob_bytes": 1}, ""),
+        ({"applications": 3, "versions": 7}, ""),
+        ({"applications": True, "versions": 7, "blob_bytes": 1}, ""),
+        ({}, ""),
+    ],
+)
+def test_holdings_in_a_few_words(status, said):
+    assert holdings(status) == said
