@@ -1,5 +1,6 @@
 //! The `aar` command line: `serve`, `trust …`, `verify`, `config check`.
 
+pub mod output;
 pub mod trust;
 pub mod verify;
 
