@@ -9,7 +9,7 @@ pub use super::output::ListFormat;
 use super::output::{self, printable, printable_or, OutputError, Row};
 use crate::trust::{
     check_trustable, parse_certificate_from, preemptive_target, unix_now, AddOutcome, Expiry,
-    Found, RevokedCert, Role, TrustError, TrustStore, TrustedCert,
+    Fingerprint, Found, RevokedCert, Role, TrustError, TrustStore, TrustedCert,
 };
 
 /// Far above any certificate, low enough that piping in the wrong file fails fast.
@@ -141,7 +141,7 @@ pub fn run_with(
         }
         TrustCommand::Revoke { fingerprint, yes } => {
             let (target, subject) = match store.list()?.find(&fingerprint)? {
-                Found::Trusted(cert) => (cert.fingerprint.clone(), printable(&cert.subject)),
+                Found::Trusted(cert) => (cert.fingerprint, printable(&cert.subject)),
                 Found::Revoked(revoked) => {
                     return writeln!(
                         out,
@@ -167,7 +167,7 @@ pub fn run_with(
                     return Err(TrustError::Cancelled);
                 }
             }
-            let revoked = store.revoke(&target)?;
+            let revoked = store.revoke(&target.to_string())?;
             writeln!(
                 out,
                 "revoked {} ({}) permanently",
@@ -229,7 +229,7 @@ fn confirmed(stdin: &mut dyn Read) -> bool {
 /// expiry (`valid`, `soon`: within 30 days, `expired`, `unknown`).
 #[derive(Serialize)]
 struct TrustedRow<'a> {
-    fingerprint: &'a str,
+    fingerprint: Fingerprint,
     role: Role,
     subject: &'a str,
     not_after: &'a str,
@@ -243,7 +243,7 @@ struct TrustedRow<'a> {
 impl<'a> TrustedRow<'a> {
     fn new(c: &'a TrustedCert, now: i64) -> Self {
         TrustedRow {
-            fingerprint: &c.fingerprint,
+            fingerprint: c.fingerprint,
             role: c.role,
             subject: &c.subject,
             not_after: &c.not_after,
