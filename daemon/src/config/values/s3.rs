@@ -107,6 +107,10 @@ scalar!(
     render_str
 );
 
+const CREDENTIALS_IN_URL: &str =
+    "invalid endpoint: credentials do not belong in the URL; use access-key and \
+     secret-access-key";
+
 fn check_endpoint(url: &str) -> Result<(), String> {
     let fail = |why: &str| Err(format!("invalid endpoint {}: {why}", redact::value(url)));
     let lower = url.to_ascii_lowercase();
@@ -119,22 +123,14 @@ fn check_endpoint(url: &str) -> Result<(), String> {
     } else {
         // The value may hold credentials (user:password@host); do not quote it.
         if url.contains('@') {
-            return Err(
-                "invalid endpoint: credentials do not belong in the URL; use access-key and \
-                 secret-access-key"
-                    .to_owned(),
-            );
+            return Err(CREDENTIALS_IN_URL.to_owned());
         }
         return fail("add the scheme, http:// or https://, before the host");
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
     if authority.contains('@') {
-        return Err(
-            "invalid endpoint: credentials do not belong in the URL; use access-key and \
-             secret-access-key"
-                .to_owned(),
-        );
+        return Err(CREDENTIALS_IN_URL.to_owned());
     }
     if url.chars().any(char::is_whitespace) {
         return fail("must not contain spaces");
@@ -178,17 +174,7 @@ scalar!(
     AccessKey(String),
     "an access key ID",
     |text| {
-        if text.is_empty() {
-            return Err(
-                "must not be empty; leave out access-key and secret-access-key to use the AWS \
-                 default credential chain"
-                    .to_owned(),
-            );
-        }
-        if text.chars().any(char::is_whitespace) {
-            return Err("must not contain spaces or line breaks".to_owned());
-        }
-        Ok(text.to_owned())
+        check_credential(text, "must not contain spaces or line breaks").map(|()| text.to_owned())
     },
     render_str
 );
@@ -198,20 +184,30 @@ scalar!(
     SecretText(Secret),
     "a secret access key",
     |text| {
-        if text.is_empty() {
-            return Err(
-                "must not be empty; leave out access-key and secret-access-key to use the AWS \
-                 default credential chain"
-                    .to_owned(),
-            );
-        }
-        if text.chars().any(char::is_whitespace) {
-            return Err("must not contain spaces or line breaks (value not shown)".to_owned());
-        }
-        Ok(Secret::new(text))
+        check_credential(
+            text,
+            "must not contain spaces or line breaks (value not shown)",
+        )
+        .map(|()| Secret::new(text))
     },
     |secret, serializer| secret.serialize(serializer)
 );
+
+/// Either half of the key pair. An empty one is most likely a template's blank, where the
+/// default credential chain was meant.
+fn check_credential(text: &str, on_spaces: &str) -> Result<(), String> {
+    if text.is_empty() {
+        return Err(
+            "must not be empty; leave out access-key and secret-access-key to use the AWS \
+             default credential chain"
+                .to_owned(),
+        );
+    }
+    if text.chars().any(char::is_whitespace) {
+        return Err(on_spaces.to_owned());
+    }
+    Ok(())
+}
 
 #[cfg(test)]
 mod tests {
