@@ -219,7 +219,7 @@ impl TrustCache {
                     tracing::warn!("{err}; keeping the trust list loaded before");
                 }
                 state.failed = failed;
-                (Arc::clone(&state.view), Some(err))
+                (Arc::clone(&state.view), Some(*err))
             }
         }
     }
@@ -229,12 +229,15 @@ type Loaded = (Stamp, File, View);
 
 /// Reads one version of the file. The stamp comes from the open descriptor, not the earlier
 /// stat, so it describes exactly the bytes that were parsed even if the file was replaced in
-/// between. `Ok(None)` means there is no file.
-fn load(path: &Path) -> Result<Option<Loaded>, (Option<Stamp>, TrustError)> {
-    let io_err = |action, error| TrustError::Io {
-        action,
-        path: path.to_owned(),
-        error,
+/// between. `Ok(None)` means there is no file. The error is boxed: with the stamp beside
+/// it, it would otherwise outweigh the whole successful result.
+fn load(path: &Path) -> Result<Option<Loaded>, (Option<Stamp>, Box<TrustError>)> {
+    let io_err = |action, error| {
+        Box::new(TrustError::Io {
+            action,
+            path: path.to_owned(),
+            error,
+        })
     };
     let mut file = match File::open(path) {
         Ok(file) => file,
@@ -248,7 +251,7 @@ fn load(path: &Path) -> Result<Option<Loaded>, (Option<Stamp>, TrustError)> {
     let mut bytes = Vec::with_capacity(usize::try_from(stamp.size).unwrap_or(0));
     file.read_to_end(&mut bytes)
         .map_err(|e| (Some(stamp), io_err("read", e)))?;
-    let parsed = parse(path, &bytes).map_err(|e| (Some(stamp), e))?;
+    let parsed = parse(path, &bytes).map_err(|e| (Some(stamp), Box::new(e)))?;
 
     let revoked: HashSet<Fingerprint> = parsed.revoked.into_iter().map(|r| r.fingerprint).collect();
     let mut view = View::default();
