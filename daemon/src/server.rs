@@ -146,9 +146,9 @@ async fn serve_http(
         .1
         .peer_certificates()
         .and_then(|chain| chain.first())
-        .map(|cert| Arc::<str>::from(crate::trust::fingerprint(cert)));
+        .map(|cert| crate::trust::Fingerprint::of(cert));
     let conn = ticket.conn();
-    if !conn.classify(fingerprint.as_deref().is_some_and(|fp| trusted(fp))) {
+    if !conn.classify(fingerprint.is_some_and(|fp| trusted(&fp.to_string()))) {
         tracing::debug!(%remote, "closed after its TLS handshake to make room");
         return;
     }

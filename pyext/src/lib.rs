@@ -189,7 +189,7 @@ fn certificate_dict<'py>(
     pem: Option<&str>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let cert = PyDict::new(py);
-    cert.set_item("fingerprint", &info.fingerprint)?;
+    cert.set_item("fingerprint", info.fingerprint.to_string())?;
     cert.set_item("subject", &info.subject)?;
     cert.set_item("not_after", &info.not_after)?;
     if let Some(pem) = pem {

@@ -5,7 +5,7 @@
 
 use super::response::ApiError;
 use super::AppState;
-use crate::trust::{Access, Role};
+use crate::trust::{Access, Fingerprint, Role};
 use axum::extract::FromRequestParts;
 use http::request::Parts;
 use http::StatusCode;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 /// The connection's client certificate fingerprint, if it presented one.
 #[derive(Clone, Debug, Default)]
 pub struct Peer {
-    pub fingerprint: Option<Arc<str>>,
+    pub fingerprint: Option<Fingerprint>,
     /// Told the outcome of every trust check made here for the connection's requests.
     pub verdicts: Option<Verdicts>,
 }
@@ -31,11 +31,11 @@ impl std::fmt::Debug for Verdicts {
     }
 }
 
-pub fn access(parts: &Parts, state: &AppState) -> (Option<Arc<str>>, Access) {
+pub fn access(parts: &Parts, state: &AppState) -> (Option<Fingerprint>, Access) {
     let peer = parts.extensions.get::<Peer>();
-    let fingerprint = peer.and_then(|p| p.fingerprint.clone());
+    let fingerprint = peer.and_then(|p| p.fingerprint);
     let access = match &fingerprint {
-        Some(fp) => state.trust.lookup(fp),
+        Some(fp) => state.trust.access(fp),
         None => Access::Unknown,
     };
     if let Some(Verdicts(tell)) = peer.and_then(|p| p.verdicts.as_ref()) {
@@ -44,7 +44,7 @@ pub fn access(parts: &Parts, state: &AppState) -> (Option<Arc<str>>, Access) {
     (fingerprint, access)
 }
 
-fn refuse(fingerprint: Option<Arc<str>>) -> ApiError {
+fn refuse(fingerprint: Option<Fingerprint>) -> ApiError {
     // Revoked and unknown callers get the same answer: neither learns anything more.
     let message = match fingerprint {
         Some(fp) => format!(
@@ -58,8 +58,8 @@ fn refuse(fingerprint: Option<Arc<str>>) -> ApiError {
 /// A trusted certificate past its validity. Its holder proved possession of the key, so
 /// saying why costs nothing and saves a support round-trip. Every refusal is a warn line:
 /// with no metrics in the daemon, the log is where they are counted.
-fn refuse_expired(fingerprint: Option<Arc<str>>, not_after: i64) -> ApiError {
-    let fingerprint = fingerprint.unwrap_or_default();
+fn refuse_expired(fingerprint: Option<Fingerprint>, not_after: i64) -> ApiError {
+    let fingerprint = fingerprint.map(|fp| fp.to_string()).unwrap_or_default();
     let not_after = crate::trust::format_unix_time(not_after);
     tracing::warn!(
         %fingerprint,

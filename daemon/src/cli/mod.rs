@@ -1,6 +1,7 @@
 //! The `aar` command line: `serve`, `trust …`, `verify`, `backup`, `restore`, `config check`.
 
 pub mod backup;
+pub mod output;
 pub mod trust;
 pub mod verify;
 

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use super::number::{unknown_unit, Number};
+
 const NANOS_PER_SECOND: u128 = 1_000_000_000;
 
 /// Go's units; both micro signs are accepted because Go accepts both.
@@ -54,18 +56,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total: u128 = 0;
     let mut rest = unsigned;
     while !rest.is_empty() {
-        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let int_part = &rest[..int_len];
-        rest = &rest[int_len..];
-        let mut frac_part = "";
-        if let Some(after_dot) = rest.strip_prefix('.') {
-            let frac_len = after_dot.bytes().take_while(u8::is_ascii_digit).count();
-            frac_part = &after_dot[..frac_len];
-            rest = &after_dot[frac_len..];
-        }
-        if int_part.is_empty() && frac_part.is_empty() {
+        let Some(number) = Number::scan(rest) else {
             return Err(fail(HOW));
-        }
+        };
+        let frac_part = number.frac;
+        rest = number.rest;
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
@@ -76,21 +71,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 let lower = unit.to_lowercase();
                 let known = FOREIGN_UNITS.contains(&lower.as_str())
                     || UNITS.iter().any(|(name, _)| *name == lower);
-                return Err(fail(&if known {
-                    format!("unknown unit {unit:?}; use ns, us, ms, s, m or h")
-                } else {
-                    "unknown unit; use ns, us, ms, s, m or h".to_owned()
-                }));
+                return Err(fail(&unknown_unit(unit, known, "ns, us, ms, s, m or h")));
             }
             return Err(fail(HOW));
         };
 
-        // Digits beyond u128 can only mean an absurdly long duration.
-        let int: u128 = if int_part.is_empty() {
-            0
-        } else {
-            int_part.parse().map_err(|_| fail("too large"))?
-        };
+        let int = number.whole().ok_or_else(|| fail("too large"))?;
         let mut value = int.checked_mul(scale).ok_or_else(|| fail("too large"))?;
         if !frac_part.is_empty() {
             // 20 digits are far below a nanosecond even in hours, and keep the product in

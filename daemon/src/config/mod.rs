@@ -14,6 +14,8 @@ mod duration;
 mod error;
 mod file;
 mod locate;
+mod number;
+mod read;
 mod redact;
 mod size;
 mod values;
@@ -370,7 +372,7 @@ impl Default for LogConfig {
 
 /// Parses the daemon's config file; an empty text gives every default.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
-    let document: file::FileConfig = error::deserialize(text, error::Root::Daemon)?;
+    let document: file::FileConfig = read::deserialize(text, read::Root::Daemon)?;
     document.resolve(text)
 }
 
@@ -388,7 +390,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// default storage. An `fs` backend without `root-directory` gets the default state
 /// directory's `data`.
 pub fn parse_storage_document(text: &str) -> Result<Option<StorageConfig>, ConfigError> {
-    let document: file::StorageDocument = error::deserialize(text, error::Root::StorageDocument)?;
+    let document: file::StorageDocument = read::deserialize(text, read::Root::StorageDocument)?;
     document.resolve(text)
 }
 

@@ -1,5 +1,7 @@
 //! Byte sizes: a plain number of bytes, or a number and a unit (`512MiB`, `2GB`, `1.5GiB`).
 
+use super::number::{unknown_unit, Number};
+
 const UNITS: &[(&str, u64)] = &[
     ("B", 1),
     ("KB", 1_000),
@@ -27,19 +29,11 @@ const FOREIGN_UNITS: &[&str] = &[
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let fail = |why: &str| format!("invalid size {}: {why}", super::redact::value(text));
     let s = text.trim();
-    let int_len = s.bytes().take_while(u8::is_ascii_digit).count();
-    let int_part = &s[..int_len];
-    let mut rest = &s[int_len..];
-    let mut frac_part = "";
-    if let Some(after_dot) = rest.strip_prefix('.') {
-        let frac_len = after_dot.bytes().take_while(u8::is_ascii_digit).count();
-        frac_part = &after_dot[..frac_len];
-        rest = &after_dot[frac_len..];
-    }
-    if int_part.is_empty() && frac_part.is_empty() {
+    let Some(number) = Number::scan(s) else {
         return Err(fail(HOW));
-    }
-    let unit = rest.trim_start();
+    };
+    let frac_part = number.frac;
+    let unit = number.rest.trim_start();
     let multiplier = if unit.is_empty() {
         if s.contains('.') {
             return Err(fail("a number of bytes must be a whole number"));
@@ -52,25 +46,19 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         {
             Some(&(_, multiplier)) => multiplier,
             None if unit.chars().all(char::is_alphabetic) => {
-                let how = "use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB";
-                return Err(fail(
-                    &if FOREIGN_UNITS.contains(&unit.to_lowercase().as_str()) {
-                        format!("unknown unit {unit:?}; {how}")
-                    } else {
-                        format!("unknown unit; {how}")
-                    },
-                ));
+                let known = FOREIGN_UNITS.contains(&unit.to_lowercase().as_str());
+                return Err(fail(&unknown_unit(
+                    unit,
+                    known,
+                    "B, KB, MB, GB, TB, KiB, MiB, GiB or TiB",
+                )));
             }
             None => return Err(fail(HOW)),
         }
     };
 
     let too_large = || fail("too large");
-    let int: u128 = if int_part.is_empty() {
-        0
-    } else {
-        int_part.parse().map_err(|_| too_large())?
-    };
+    let int = number.whole().ok_or_else(too_large)?;
     let mut bytes = int
         .checked_mul(u128::from(multiplier))
         .ok_or_else(too_large)?;

@@ -120,13 +120,13 @@ fn subject(cert: &TrustedCert) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trust::{fingerprint, RevokedCert, Role};
+    use crate::trust::{Fingerprint, RevokedCert, Role};
 
     const NOW: i64 = 1_800_000_000; // 2027-01-15T08:00:00Z
 
     fn entry(not_after: &str, certificate: String) -> TrustedCert {
         TrustedCert {
-            fingerprint: fingerprint(certificate.as_bytes()),
+            fingerprint: Fingerprint::of(certificate.as_bytes()),
             role: Role::Client,
             subject: "ams\u{1b}[31m".to_owned(),
             not_after: not_after.to_owned(),
@@ -164,15 +164,15 @@ mod tests {
             .pem();
         let soon = entry(&time::format(NOW + 3 * time::DAY + 5), pem.clone());
         let mut gone = entry(&time::format(NOW - time::DAY), String::new());
-        gone.fingerprint = "b".repeat(64);
+        gone.fingerprint = "b".repeat(64).parse().unwrap();
         let mut fine = entry("2030-01-01T00:00:00Z", String::new());
-        fine.fingerprint = "c".repeat(64);
+        fine.fingerprint = "c".repeat(64).parse().unwrap();
         let mut revoked = entry(&time::format(NOW - time::DAY), String::new());
-        revoked.fingerprint = "d".repeat(64);
+        revoked.fingerprint = "d".repeat(64).parse().unwrap();
         let file = TrustFile {
             trusted: vec![soon.clone(), gone, fine, revoked],
             revoked: vec![RevokedCert {
-                fingerprint: "d".repeat(64),
+                fingerprint: "d".repeat(64).parse().unwrap(),
                 subject: String::new(),
                 revoked_at: "2025-01-01T00:00:00Z".to_owned(),
             }],

@@ -1,4 +1,3 @@
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
@@ -6,8 +5,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::store::{parse, TRUST_FILE};
-use super::{Role, TrustError};
+use super::file::parse;
+use super::store::TRUST_FILE;
+use super::{Fingerprint, Role, TrustError};
 
 /// What the trust store says about a certificate fingerprint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,10 +33,26 @@ pub struct TrustCache {
 
 #[derive(Default)]
 struct View {
-    trusted: HashMap<String, Grant>,
-    revoked: HashSet<String>,
+    trusted: HashMap<Fingerprint, Grant>,
+    revoked: HashSet<Fingerprint>,
     publishers: usize,
     clients: usize,
+}
+
+impl View {
+    fn access(&self, fingerprint: &Fingerprint, now: i64) -> Access {
+        if self.revoked.contains(fingerprint) {
+            Access::Revoked
+        } else if let Some(grant) = self.trusted.get(fingerprint) {
+            match grant.not_after {
+                // A certificate is valid through the second its validity ends in.
+                Some(not_after) if now > not_after => Access::Expired { not_after },
+                _ => Access::Trusted(grant.role),
+            }
+        } else {
+            Access::Unknown
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -105,28 +121,23 @@ impl TrustCache {
     }
 
     /// Looks `fingerprint` up at the current time.
+    pub fn access(&self, fingerprint: &Fingerprint) -> Access {
+        let (view, _) = self.current(false);
+        view.access(fingerprint, super::time::now())
+    }
+
+    /// Looks up a fingerprint given as text, at the current time.
     pub fn lookup(&self, fingerprint: &str) -> Access {
         self.lookup_at(fingerprint, super::time::now())
     }
 
-    /// Looks `fingerprint` up as of `now` (Unix time).
+    /// Looks up a fingerprint given as text, in either case, as of `now` (Unix time). Text
+    /// that is not a fingerprint names no certificate: [`Access::Unknown`].
     pub fn lookup_at(&self, fingerprint: &str, now: i64) -> Access {
         let (view, _) = self.current(false);
-        let fingerprint = if fingerprint.bytes().any(|b| b.is_ascii_uppercase()) {
-            Cow::Owned(fingerprint.to_ascii_lowercase())
-        } else {
-            Cow::Borrowed(fingerprint)
-        };
-        if view.revoked.contains(fingerprint.as_ref()) {
-            Access::Revoked
-        } else if let Some(grant) = view.trusted.get(fingerprint.as_ref()) {
-            match grant.not_after {
-                // A certificate is valid through the second its validity ends in.
-                Some(not_after) if now > not_after => Access::Expired { not_after },
-                _ => Access::Trusted(grant.role),
-            }
-        } else {
-            Access::Unknown
+        match fingerprint.parse() {
+            Ok(fingerprint) => view.access(&fingerprint, now),
+            Err(_) => Access::Unknown,
         }
     }
 
@@ -208,7 +219,7 @@ impl TrustCache {
                     tracing::warn!("{err}; keeping the trust list loaded before");
                 }
                 state.failed = failed;
-                (Arc::clone(&state.view), Some(err))
+                (Arc::clone(&state.view), Some(*err))
             }
         }
     }
@@ -218,12 +229,15 @@ type Loaded = (Stamp, File, View);
 
 /// Reads one version of the file. The stamp comes from the open descriptor, not the earlier
 /// stat, so it describes exactly the bytes that were parsed even if the file was replaced in
-/// between. `Ok(None)` means there is no file.
-fn load(path: &Path) -> Result<Option<Loaded>, (Option<Stamp>, TrustError)> {
-    let io_err = |action, error| TrustError::Io {
-        action,
-        path: path.to_owned(),
-        error,
+/// between. `Ok(None)` means there is no file. The error is boxed: with the stamp beside
+/// it, it would otherwise outweigh the whole successful result.
+fn load(path: &Path) -> Result<Option<Loaded>, (Option<Stamp>, Box<TrustError>)> {
+    let io_err = |action, error| {
+        Box::new(TrustError::Io {
+            action,
+            path: path.to_owned(),
+            error,
+        })
     };
     let mut file = match File::open(path) {
         Ok(file) => file,
@@ -237,9 +251,9 @@ fn load(path: &Path) -> Result<Option<Loaded>, (Option<Stamp>, TrustError)> {
     let mut bytes = Vec::with_capacity(usize::try_from(stamp.size).unwrap_or(0));
     file.read_to_end(&mut bytes)
         .map_err(|e| (Some(stamp), io_err("read", e)))?;
-    let parsed = parse(path, &bytes).map_err(|e| (Some(stamp), e))?;
+    let parsed = parse(path, &bytes).map_err(|e| (Some(stamp), Box::new(e)))?;
 
-    let revoked: HashSet<String> = parsed.revoked.into_iter().map(|r| r.fingerprint).collect();
+    let revoked: HashSet<Fingerprint> = parsed.revoked.into_iter().map(|r| r.fingerprint).collect();
     let mut view = View::default();
     for cert in parsed.trusted {
         if revoked.contains(&cert.fingerprint) {
@@ -275,7 +289,7 @@ mod tests {
     }
 
     fn file_with(fp: &str, role: Role) -> Vec<u8> {
-        let file = TrustFile {
+        let file: TrustFile<String> = TrustFile {
             trusted: vec![TrustedCert {
                 fingerprint: fp.to_owned(),
                 role,

@@ -4,13 +4,12 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::error::X509Error;
 use x509_parser::nom::{self, error::ErrorKind};
 
-use super::{fingerprint, TrustError};
+use super::{Fingerprint, TrustError};
 
 /// What the trust store records about a certificate besides its bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertificateInfo {
-    /// SHA-256 of the DER, 64 lowercase hex characters.
-    pub fingerprint: String,
+    pub fingerprint: Fingerprint,
     /// The subject's common name, or the whole subject when it has none.
     pub subject: String,
     /// End of validity, RFC 3339 in UTC.
@@ -111,7 +110,7 @@ fn inspect_der(der: &[u8], source: &str) -> Result<CertificateInfo, TrustError> 
         }
     };
     Ok(CertificateInfo {
-        fingerprint: fingerprint(der),
+        fingerprint: Fingerprint::of(der),
         subject: subject(&cert),
         not_after: super::time::format_asn1(cert.validity().not_after),
     })
@@ -224,6 +223,7 @@ pub(crate) fn to_pem(der: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trust::fingerprint;
 
     fn self_signed() -> rcgen::CertifiedKey {
         rcgen::generate_simple_self_signed(vec!["ams".into()]).unwrap()

@@ -1,6 +1,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use super::Fingerprint;
+
 /// Everything that can go wrong with the trust store or the certificates given to it.
 ///
 /// Each message says what is wrong and how to fix it, because these texts reach operators
@@ -95,7 +97,7 @@ pub enum TrustError {
          can never be trusted again: issue a new certificate and trust that one"
     )]
     Revoked {
-        fingerprint: String,
+        fingerprint: Fingerprint,
         revoked_at: String,
     },
 
@@ -110,7 +112,7 @@ pub enum TrustError {
 
     #[error("certificate {fingerprint} is not trusted: it was revoked on {revoked_at}, which is permanent")]
     AlreadyRevoked {
-        fingerprint: String,
+        fingerprint: Fingerprint,
         revoked_at: String,
     },
 

@@ -9,6 +9,8 @@ mod audit;
 mod cache;
 mod cert;
 mod error;
+mod file;
+mod fingerprint;
 mod store;
 mod time;
 mod usable;
@@ -16,21 +18,23 @@ mod usable;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 pub use audit::{audit, Expiry, EXPIRY_NOTICE};
 pub use cache::{Access, TrustCache};
 pub(crate) use cert::to_pem;
 pub use cert::{parse_certificate, parse_certificate_from, CertificateInfo};
 pub use error::TrustError;
-pub(crate) use store::preemptive_target;
-pub use store::{AddOutcome, Found, RevokedCert, TrustFile, TrustStore, TrustedCert};
+pub(crate) use file::preemptive_target;
+pub use file::{Found, RevokedCert, TrustFile, TrustedCert};
+pub use fingerprint::{Fingerprint, InvalidFingerprint};
+pub use store::{AddOutcome, TrustStore};
 pub(crate) use time::{format as format_unix_time, now as unix_now};
 pub use usable::{check_trustable, unusable, Unusable};
 
-/// SHA-256 of a certificate's DER encoding as 64 lowercase hex characters.
+/// [`Fingerprint::of`] as text, for what passes it on as text (the server's own identity,
+/// the Python extension).
 pub fn fingerprint(der: &[u8]) -> String {
-    hex::encode(Sha256::digest(der))
+    Fingerprint::of(der).to_string()
 }
 
 /// What a trusted certificate may do.
