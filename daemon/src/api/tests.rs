@@ -69,7 +69,7 @@ impl Api {
     async fn send(&self, request: http::request::Builder, caller: Option<&str>) -> Answer {
         let mut request = request.body(Body::empty()).unwrap();
         request.extensions_mut().insert(Peer {
-            fingerprint: caller.map(Arc::from),
+            fingerprint: caller.map(|fp| fp.parse().expect("a fingerprint")),
             verdicts: None,
         });
         let response = self.router.clone().oneshot(request).await.unwrap();

@@ -8,7 +8,7 @@ use crate::digest::Digest;
 use crate::fsutil::{self, Replace};
 use crate::model::VersionRecord;
 use crate::storage::{ByteStream, Storage};
-use crate::trust::{TrustFile, TrustStore};
+use crate::trust::TrustStore;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -181,29 +181,26 @@ impl Restore<'_> {
 
     fn trust(&mut self, bytes: &[u8]) -> Result<(), BackupError> {
         let store = TrustStore::open(&self.config.state_directory);
-        let file: TrustFile = serde_json::from_slice(bytes).map_err(|e| {
-            BackupError::NotABackup(
-                "the input".into(),
-                format!("its trust store does not parse: {e}"),
-            )
-        })?;
         let path = store.path();
         let previous = std::fs::read(&path).ok();
         fsutil::write_atomic(&path, bytes, 0o600, Replace::Overwrite)
             .map_err(io(format!("writing the trust store {}", path.display())))?;
         // The store's own reader is the judge (duplicates, revoked-and-trusted): a file it
         // refuses is put back as it was.
-        if let Err(err) = store.list() {
-            match previous {
-                Some(old) => fsutil::write_atomic(&path, &old, 0o600, Replace::Overwrite),
-                None => std::fs::remove_file(&path),
+        let file = match store.list() {
+            Ok(file) => file,
+            Err(err) => {
+                match previous {
+                    Some(old) => fsutil::write_atomic(&path, &old, 0o600, Replace::Overwrite),
+                    None => std::fs::remove_file(&path),
+                }
+                .map_err(io(format!(
+                    "putting back the trust store {}",
+                    path.display()
+                )))?;
+                return Err(err.into());
             }
-            .map_err(io(format!(
-                "putting back the trust store {}",
-                path.display()
-            )))?;
-            return Err(err.into());
-        }
+        };
         self.done.trusted = file.trusted.len();
         self.done.revoked = file.revoked.len();
         Ok(())
