@@ -11,7 +11,7 @@
 //! file, fsync, rename, directory fsync), so a crash at any point leaves either the old
 //! state or the new one plus temporary files that [`Storage::recover`] removes.
 
-use super::direct::DirectAppender;
+use super::odirect_writer::DirectAppender;
 use super::sessions::{Cached, Held, Sessions};
 use super::{
     BlobBody, ByteStream, Cleanup, LoadedVersions, Result, Storage, StorageError, StorageKind,

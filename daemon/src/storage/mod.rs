@@ -5,7 +5,7 @@
 //! Every backend reports the same [`StorageError`] variants, so callers (and the
 //! HTTP layer that maps them to status codes) never see backend details.
 
-mod direct;
+mod odirect_writer;
 pub mod fs;
 pub mod s3;
 mod sessions;
