@@ -135,18 +135,10 @@ impl Bucket {
 
     /// Creates the multipart upload and records it before any part is sent to it.
     async fn start_multipart(&self, id: &str, session: &mut Session, key: &str) -> Result<()> {
-        let out = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
+        let multipart = self
+            .create_multipart(key)
             .await
-            .map_err(|e| {
-                self.err(Op::CreateMultipartUpload, Some(key), e)
-                    .into_storage(format!("upload {id}"))
-            })?;
-        let multipart = out.upload_id().unwrap_or_default().to_owned();
+            .map_err(|e| e.into_storage(format!("upload {id}")))?;
         let mut record = session.record.clone();
         record.multipart = Some(multipart.clone());
         if let Err(e) = self.replace_record(id, session, record).await {

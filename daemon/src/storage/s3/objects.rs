@@ -7,6 +7,7 @@ use crate::digest::Digest;
 use crate::storage::{ByteStream, Result, StorageError};
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use bytes::Bytes;
 use std::time::SystemTime;
@@ -15,7 +16,12 @@ type S3Result<T> = std::result::Result<T, S3Error>;
 
 impl Bucket {
     /// What a failed request on `key` (or on the bucket) means.
-    pub(super) fn err<E>(&self, op: Op, key: Option<&str>, err: SdkError<E, HttpResponse>) -> S3Error
+    pub(super) fn err<E>(
+        &self,
+        op: Op,
+        key: Option<&str>,
+        err: SdkError<E, HttpResponse>,
+    ) -> S3Error
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
@@ -41,16 +47,20 @@ impl Bucket {
         }
     }
 
-    /// The whole object at `key`, with its ETag.
-    pub(super) async fn get_bytes(&self, key: &str) -> S3Result<(Bytes, Option<String>)> {
-        let out = self
-            .client
+    /// The object at `key`, its body not yet read.
+    pub(super) async fn get(&self, key: &str) -> S3Result<GetObjectOutput> {
+        self.client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
             .send()
             .await
-            .map_err(|e| self.err(Op::GetObject, Some(key), e))?;
+            .map_err(|e| self.err(Op::GetObject, Some(key), e))
+    }
+
+    /// The whole object at `key`, with its ETag.
+    pub(super) async fn get_bytes(&self, key: &str) -> S3Result<(Bytes, Option<String>)> {
+        let out = self.get(key).await?;
         let etag = out.e_tag().map(str::to_owned);
         let body = out
             .body
@@ -164,16 +174,9 @@ impl Bucket {
     pub(super) async fn scan_blob(&self, digest: &Digest) -> Result<ByteStream> {
         let key = keys::blob(digest);
         let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .send()
+            .get(&key)
             .await
-            .map_err(|e| {
-                self.err(Op::GetObject, Some(&key), e)
-                    .into_storage(format!("blob {digest}"))
-            })?;
+            .map_err(|e| e.into_storage(format!("blob {digest}")))?;
         let body = futures_util::stream::unfold(out.body, |mut body| async move {
             match body.try_next().await {
                 Ok(Some(chunk)) => Some((Ok(chunk), body)),

@@ -2,7 +2,7 @@
 //! probes, unreadable upload records, multipart uploads no record names, and uploads
 //! idle past their expiry.
 
-use super::error::Kind;
+use super::error::{Kind, Op};
 use super::upload::{last_write, UploadRecord};
 use super::{keys, Bucket};
 use crate::storage::{Cleanup, Result};
@@ -58,14 +58,7 @@ impl Bucket {
     async fn sweep_upload_records(&self) -> Result<(usize, HashSet<String>)> {
         let mut removed = 0;
         let mut known = HashSet::new();
-        for (key, _) in self
-            .list(keys::UPLOADS)
-            .await
-            .map_err(|e| e.into_storage("listing uploads"))?
-        {
-            let Some(id) = keys::parse_upload(&key) else {
-                continue;
-            };
+        for (id, key, _) in self.upload_records().await? {
             let readable = match self.get_bytes(&key).await {
                 Ok((bytes, _)) => serde_json::from_slice::<UploadRecord>(&bytes).ok(),
                 Err(e) if e.kind == Kind::NotFound => continue,
@@ -84,6 +77,21 @@ impl Bucket {
             }
         }
         Ok((removed, known))
+    }
+
+    /// Every upload record in the bucket: its upload's id, its key and when it last
+    /// changed.
+    async fn upload_records(&self) -> Result<Vec<(String, String, SystemTime)>> {
+        Ok(self
+            .list(keys::UPLOADS)
+            .await
+            .map_err(|e| e.into_storage("listing uploads"))?
+            .into_iter()
+            .filter_map(|(key, modified)| {
+                let id = keys::parse_upload(&key)?.to_owned();
+                Some((id, key, modified))
+            })
+            .collect())
     }
 
     /// Aborts multipart uploads under `blobs/` that no upload record names. Servers
@@ -106,7 +114,7 @@ impl Bucket {
             {
                 Ok(page) => page,
                 Err(e) => {
-                    let e = self.err(super::Op::ListMultipartUploads, None, e);
+                    let e = self.err(Op::ListMultipartUploads, None, e);
                     if e.kind == Kind::NotImplemented {
                         tracing::info!(
                             "the S3 server does not list multipart uploads; abandoned uploads \
@@ -148,14 +156,8 @@ impl Bucket {
     /// record's last change shows) any other; never one being written.
     pub(super) async fn expire_uploads(&self, idle_since: SystemTime) -> Result<usize> {
         let mut expired = 0;
-        for (key, modified) in self
-            .list(keys::UPLOADS)
-            .await
-            .map_err(|e| e.into_storage("listing uploads"))?
-        {
-            let Some(id) = keys::parse_upload(&key) else {
-                continue;
-            };
+        for (id, key, modified) in self.upload_records().await? {
+            let id = id.as_str();
             // Held (the bucket lists it) so that no PATCH starts while it is collected.
             let entry = self.uploads.hold(id);
             // An upload being written right now is never collected, however old.

@@ -115,13 +115,7 @@ impl Bucket {
         self.put_new(&key, Self::probe_body(), None).await?;
         let result = async {
             self.probe_conditional_put(&key).await?;
-            self.client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(&key)
-                .send()
-                .await
-                .map_err(|e| self.err(Op::GetObject, Some(&key), e))?;
+            self.get(&key).await?;
             self.probe_multipart(&key).await
         }
         .await;
@@ -153,14 +147,8 @@ impl Bucket {
     /// Creates a multipart upload on the probe's key, lists its parts and aborts it.
     async fn probe_multipart(&self, key: &str) -> S3Result<()> {
         let c = &self.client;
-        let multipart = c
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.err(Op::CreateMultipartUpload, Some(key), e))?;
-        let upload_id = multipart.upload_id().unwrap_or_default();
+        let multipart = self.create_multipart(key).await?;
+        let upload_id = multipart.as_str();
         // The backend never needs ListParts (upload records keep the ETags); it is
         // called only to report a policy without it. Other failures (some stores
         // answer it in a form the SDK cannot read) are not worth refusing to start.

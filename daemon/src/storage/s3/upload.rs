@@ -2,11 +2,11 @@
 //! creating an upload, reporting where it stands, aborting it. Appending is in
 //! [`super::append`].
 
-use super::error::{Kind, S3Error};
+use super::error::{Kind, Op, S3Error};
 use super::{keys, Bucket};
 use crate::digest::Digest;
 use crate::storage::sessions::{Cached, Held};
-use crate::storage::{Result, StorageError, UploadState};
+use crate::storage::{already_stored, Result, StorageError, UploadState};
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use bytes::BytesMut;
 use sha2_resumable::digest::common::hazmat::SerializableState;
@@ -159,13 +159,7 @@ fn valid_upload_id(id: &str) -> Result<()> {
 impl Bucket {
     pub(super) async fn create_upload(&self, digest: Digest, size: u64) -> Result<UploadState> {
         if let Some(existing) = self.blob_size(&digest).await? {
-            return Ok(UploadState {
-                id: String::new(),
-                digest,
-                size: existing,
-                offset: existing,
-                complete: true,
-            });
+            return Ok(already_stored(digest, existing));
         }
         let id = uuid::Uuid::new_v4().to_string();
         let record = UploadRecord {
@@ -282,7 +276,7 @@ impl Bucket {
         let out = request
             .send()
             .await
-            .map_err(|e| self.err(super::Op::PutObject, Some(&key), e))?;
+            .map_err(|e| self.err(Op::PutObject, Some(&key), e))?;
         Ok(out.e_tag().map(str::to_owned))
     }
 
@@ -315,6 +309,19 @@ impl Bucket {
         Ok(())
     }
 
+    /// Starts a multipart upload to `key`; returns its id.
+    pub(super) async fn create_multipart(&self, key: &str) -> std::result::Result<String, S3Error> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.err(Op::CreateMultipartUpload, Some(key), e))?;
+        Ok(out.upload_id().unwrap_or_default().to_owned())
+    }
+
     pub(super) async fn abort_multipart(
         &self,
         key: &str,
@@ -331,7 +338,7 @@ impl Bucket {
         {
             Ok(_) => Ok(()),
             Err(e) => {
-                let e = self.err(super::Op::AbortMultipartUpload, Some(key), e);
+                let e = self.err(Op::AbortMultipartUpload, Some(key), e);
                 // Already gone (completed, aborted, or expired by a lifecycle rule).
                 if e.kind == Kind::NotFound {
                     Ok(())
