@@ -35,21 +35,7 @@ impl Bucket {
     ) -> Result<UploadState> {
         let entry = self.hold_upload(id).await?;
         let mut guard = entry.lock(id).await?;
-        if guard.is_none() {
-            // Read under the lock: a writer that held it may have moved the record on.
-            let session = self.load_session(id).await?;
-            entry.offset.store(session.offset(), Ordering::Relaxed);
-            *guard = Some(session);
-        }
-        let session = guard.as_mut().expect("loaded above");
-        let current = session.offset();
-        if offset != current {
-            return Err(StorageError::OffsetMismatch {
-                id: id.to_owned(),
-                expected: current,
-                got: offset,
-            });
-        }
+        let session = self.session_at(id, &entry, &mut guard, offset).await?;
         let ended = Append::new(self, id, &entry, session).run(body).await;
         let ended = match ended {
             Ok(ended) => ended,
@@ -78,6 +64,33 @@ impl Bucket {
         entry.offset.store(u64::MAX, Ordering::Relaxed);
         finished?;
         Ok(state)
+    }
+
+    /// The session of upload `id`, which must hold `offset` bytes; read from the record
+    /// when this daemon has none.
+    async fn session_at<'g>(
+        &self,
+        id: &str,
+        entry: &UploadEntry,
+        guard: &'g mut Option<Session>,
+        offset: u64,
+    ) -> Result<&'g mut Session> {
+        if guard.is_none() {
+            // Read under the lock: a writer that held it may have moved the record on.
+            let session = self.load_session(id).await?;
+            entry.offset.store(session.offset(), Ordering::Relaxed);
+            *guard = Some(session);
+        }
+        let session = guard.as_mut().expect("loaded above");
+        let current = session.offset();
+        if offset != current {
+            return Err(StorageError::OffsetMismatch {
+                id: id.to_owned(),
+                expected: current,
+                got: offset,
+            });
+        }
+        Ok(session)
     }
 
     /// Sends the part held in `bytes` as part `number`; returns its ETag with `state`.
