@@ -4,7 +4,7 @@ use crate::api::{self, AppState, Shared};
 use crate::config::{Config, StorageConfig};
 use crate::registry::Registry;
 use crate::storage::fs::FsStorage;
-use crate::storage::s3::{S3Storage, SharedS3};
+use crate::storage::s3::S3Storage;
 use crate::storage::Storage;
 use crate::trust::{Access, TrustCache, TrustStore};
 use crate::{fsutil, server, tls};
@@ -43,7 +43,7 @@ pub async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
                 )
             })?,
         )),
-        StorageConfig::S3(s3) => Ok(Arc::new(SharedS3::new(S3Storage::open(s3).await?))),
+        StorageConfig::S3(s3) => Ok(Arc::new(S3Storage::open(s3).await?)),
     }
 }
 

@@ -7,7 +7,7 @@ mod s3_support;
 use aar::config::{S3Config, Secret};
 use aar::digest::Digest;
 use aar::model::{ImageRef, VersionRecord};
-use aar::storage::s3::{S3Storage, SharedS3};
+use aar::storage::s3::S3Storage;
 use aar::storage::{ByteStream, Storage, StorageError};
 use bytes::Bytes;
 use s3_support::*;
@@ -23,7 +23,7 @@ async fn open(server: &S3Server) -> Arc<dyn Storage> {
         path_style: true,
         ..S3Config::new(REGION, BUCKET)
     };
-    Arc::new(SharedS3::new(S3Storage::open(&config).await.unwrap()))
+    Arc::new(S3Storage::open(&config).await.unwrap())
 }
 
 fn chunked(data: &[u8]) -> ByteStream {

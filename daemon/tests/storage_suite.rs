@@ -9,7 +9,7 @@ use aar::config::{S3Config, Secret};
 use aar::digest::Digest;
 use aar::model::{ImageRef, VersionRecord, VersionSettings};
 use aar::storage::fs::FsStorage;
-use aar::storage::s3::{S3Storage, SharedS3};
+use aar::storage::s3::S3Storage;
 use aar::storage::{BlobBody, ByteStream, Storage, StorageError};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -74,7 +74,7 @@ async fn open_s3(server: &S3Server) -> Arc<dyn Storage> {
     let storage = S3Storage::open(&s3_config(server))
         .await
         .unwrap_or_else(|e| panic!("S3 backend did not open: {e}"));
-    Arc::new(SharedS3::new(storage))
+    Arc::new(storage)
 }
 
 fn body(pieces: Vec<Bytes>) -> ByteStream {
