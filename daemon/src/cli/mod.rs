@@ -1,5 +1,6 @@
-//! The `aar` command line: `serve`, `trust …`, `verify`, `config check`.
+//! The `aar` command line: `serve`, `trust …`, `verify`, `config check`, `status`.
 
+pub mod status;
 pub mod trust;
 pub mod verify;
 
@@ -33,6 +34,11 @@ pub enum Command {
         /// versions that use it.
         #[arg(long)]
         repair: bool,
+    },
+    /// Ask the running daemon (at the config's metrics.addr) how the registry stands.
+    Status {
+        #[arg(long, value_enum, default_value_t)]
+        format: status::Format,
     },
 }
 

@@ -14,6 +14,7 @@ mod duration;
 mod error;
 mod file;
 mod locate;
+mod observability;
 mod redact;
 mod size;
 mod values;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
+pub use observability::{LogFormat, MetricsConfig};
 pub use size::{format_size, parse_size};
 
 /// Where the daemon keeps its trust store, certificates and (by default) its data.
@@ -43,6 +45,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub gc: GcConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +154,7 @@ pub struct GcConfig {
 pub struct LogConfig {
     /// A `tracing_subscriber::EnvFilter` directive, e.g. `info` or `info,aar=debug`.
     pub level: String,
+    pub format: LogFormat,
 }
 
 /// A credential. It prints as `[redacted]` so that it cannot leak into logs, status
@@ -221,6 +225,7 @@ impl Config {
             state_directory: dir,
             gc: GcConfig::default(),
             log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -364,6 +369,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".to_owned(),
+            format: LogFormat::Text,
         }
     }
 }

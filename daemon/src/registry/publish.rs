@@ -131,13 +131,13 @@ impl Registry {
             Err(e) => return Err(e.into()),
         }
         let record = Arc::new(record);
-        inner
-            .index
-            .write()
-            .unwrap()
+        let mut index = inner.index.write().unwrap();
+        index
             .entry(name.to_string())
             .or_default()
             .insert(version, record.clone());
+        super::record_index_metrics(&index);
+        drop(index);
         tracing::info!(application = name, version, "version published");
         Ok(record)
     }
@@ -154,6 +154,7 @@ impl Registry {
                 index.remove(name);
             }
         }
+        super::record_index_metrics(&index);
         tracing::info!(application = name, version, "version deleted");
         Ok(())
     }
@@ -163,7 +164,10 @@ impl Registry {
         let inner = &self.0;
         let _writes = inner.writes.lock().await;
         inner.storage.delete_application(name).await?;
-        inner.index.write().unwrap().remove(name);
+        let mut index = inner.index.write().unwrap();
+        index.remove(name);
+        super::record_index_metrics(&index);
+        drop(index);
         tracing::info!(application = name, "application deleted");
         Ok(())
     }

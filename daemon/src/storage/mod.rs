@@ -7,6 +7,7 @@
 
 mod direct;
 pub mod fs;
+pub mod metered;
 pub mod s3;
 mod sessions;
 
