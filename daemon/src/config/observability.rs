@@ -157,7 +157,7 @@ impl MetricsFile {
     /// The section for `render`; left out at its default, so that files rendered before
     /// it existed and files rendered now read the same.
     pub(super) fn from_config(config: &MetricsConfig) -> Option<MetricsFile> {
-        (*config != MetricsConfig::default()).then(|| MetricsFile {
+        (*config != MetricsConfig::default()).then_some(MetricsFile {
             addr: Some(MetricsAddr(config.addr)),
         })
     }

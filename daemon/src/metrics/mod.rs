@@ -463,22 +463,22 @@ mod tests {
             backend: "fs",
             operation: "test",
         };
-        m.http_requests.get_or_create(&RequestLabels {
+        m.http_requests.get_or_create_owned(&RequestLabels {
             route: route(),
             method: "GET",
             status: 200,
         });
-        m.http_duration.get_or_create(&RouteMethodLabels {
+        m.http_duration.get_or_create_owned(&RouteMethodLabels {
             route: route(),
             method: "GET",
         });
         m.http_response_bytes
-            .get_or_create(&RouteLabel { route: route() });
+            .get_or_create_owned(&RouteLabel { route: route() });
         m.http_request_bytes
-            .get_or_create(&RouteLabel { route: route() });
-        m.storage_operations.get_or_create(&op);
-        m.storage_duration.get_or_create(&op);
-        m.storage_errors.get_or_create(&StorageErrorLabels {
+            .get_or_create_owned(&RouteLabel { route: route() });
+        m.storage_operations.get_or_create_owned(&op);
+        m.storage_duration.get_or_create_owned(&op);
+        m.storage_errors.get_or_create_owned(&StorageErrorLabels {
             backend: "fs",
             operation: "test",
             kind: "io",

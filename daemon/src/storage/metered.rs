@@ -278,7 +278,7 @@ mod tests {
     #[tokio::test]
     async fn operations_and_failures_are_counted_by_kind() {
         let dir = tempfile::tempdir().unwrap();
-        let fs = FsStorage::new(&dir.path().join("data"), 0).unwrap();
+        let fs = FsStorage::new(dir.path().join("data"), 0).unwrap();
         let metered = Metered::new(Arc::new(fs), RedirectKind::Presigned);
         let before = (count("upload_state"), errors("upload_state", "not_found"));
         let before_loads = count("load_versions");
