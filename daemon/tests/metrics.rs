@@ -114,6 +114,7 @@ async fn a_session_moves_each_counter_by_what_it_did() {
         .req(Method::DELETE, "/1.0/applications/metered")
         .await
         .expect(403);
+    d.reader().get("/no/such/endpoint").await.expect(404);
 
     let after = scrape(metrics);
     let delta = |series: &str| value(&after, series) - value(&before, series);
@@ -125,6 +126,7 @@ async fn a_session_moves_each_counter_by_what_it_did() {
         (requests("/1.0/applications", "GET", 403), 2.0),
         (requests("/1.0/uploads", "POST", 403), 1.0),
         (requests("/1.0/applications/{name}", "DELETE", 403), 1.0),
+        (requests("unmatched", "GET", 404), 1.0),
         ("aar_refused_requests_total{reason=\"untrusted\"}".into(), 1.0),
         ("aar_refused_requests_total{reason=\"revoked\"}".into(), 1.0),
         ("aar_refused_requests_total{reason=\"client_write\"}".into(), 2.0),

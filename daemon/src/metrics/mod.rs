@@ -130,8 +130,8 @@ pub struct Metrics {
     pub storage_errors: Family<StorageErrorLabels, Counter>,
     pub storage_duration: HistogramFamily<StorageLabels>,
     storage_up: Family<BackendLabel, Gauge>,
-    pub fs_available_bytes: Gauge,
-    pub fs_size_bytes: Gauge,
+    pub fs_available_bytes: SetGauge,
+    pub fs_size_bytes: SetGauge,
     trust_refreshes: Counter,
     refused: [Counter; 4],
     index_applications: Gauge,
@@ -175,8 +175,8 @@ impl Metrics {
             storage_errors: Family::default(),
             storage_duration: Family::default(),
             storage_up: Family::default(),
-            fs_available_bytes: Gauge::default(),
-            fs_size_bytes: Gauge::default(),
+            fs_available_bytes: SetGauge::default(),
+            fs_size_bytes: SetGauge::default(),
             trust_refreshes: Counter::default(),
             refused: Default::default(),
             index_applications: Gauge::default(),
@@ -378,6 +378,43 @@ impl Metrics {
     }
 }
 
+/// A gauge shown only once set: the filesystem gauges mean nothing on S3, where a 0 would
+/// read as a full disk to an alert rule.
+#[derive(Clone, Debug, Default)]
+pub struct SetGauge {
+    gauge: Gauge,
+    set: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SetGauge {
+    pub fn set(&self, value: i64) {
+        self.gauge.set(value);
+        self.set.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl prometheus_client::metrics::TypedMetric for SetGauge {
+    const TYPE: prometheus_client::metrics::MetricType =
+        prometheus_client::metrics::MetricType::Gauge;
+}
+
+impl prometheus_client::encoding::EncodeMetric for SetGauge {
+    fn encode(
+        &self,
+        encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        prometheus_client::encoding::EncodeMetric::encode(&self.gauge, encoder)
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Gauge
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.set.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Fixed-label counter families kept as plain arrays, so that counting one is an index and
 /// an atomic add, and every label value shows at 0 before it first happens.
 #[derive(Debug)]
@@ -457,6 +494,9 @@ mod tests {
         let m = global();
         m.refused(Refusal::ClientWrite);
         m.storage_up("fs", true);
+        assert!(!m.encode().contains("aar_storage_fs_size_bytes"));
+        m.fs_size_bytes.set(1 << 30);
+        m.fs_available_bytes.set(1 << 20);
         // A family shows once it has a series.
         let route = || "/test/contract".to_owned();
         let op = StorageLabels {

@@ -131,13 +131,15 @@ impl Registry {
             Err(e) => return Err(e.into()),
         }
         let record = Arc::new(record);
-        let mut index = inner.index.write().unwrap();
-        index
+        inner
+            .index
+            .write()
+            .unwrap()
             .entry(name.to_string())
             .or_default()
             .insert(version, record.clone());
-        super::record_index_metrics(&index);
-        drop(index);
+        // Under a read lock: readers are not held up while the gauges are summed.
+        super::record_index_metrics(&inner.index.read().unwrap());
         tracing::info!(application = name, version, "version published");
         Ok(record)
     }
@@ -154,7 +156,8 @@ impl Registry {
                 index.remove(name);
             }
         }
-        super::record_index_metrics(&index);
+        drop(index);
+        super::record_index_metrics(&inner.index.read().unwrap());
         tracing::info!(application = name, version, "version deleted");
         Ok(())
     }
@@ -164,10 +167,8 @@ impl Registry {
         let inner = &self.0;
         let _writes = inner.writes.lock().await;
         inner.storage.delete_application(name).await?;
-        let mut index = inner.index.write().unwrap();
-        index.remove(name);
-        super::record_index_metrics(&index);
-        drop(index);
+        inner.index.write().unwrap().remove(name);
+        super::record_index_metrics(&inner.index.read().unwrap());
         tracing::info!(application = name, "application deleted");
         Ok(())
     }
