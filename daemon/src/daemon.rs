@@ -2,8 +2,10 @@
 
 use crate::api::{self, AppState, Shared};
 use crate::config::{Config, StorageConfig};
+use crate::metrics::{self, RedirectKind};
 use crate::registry::Registry;
 use crate::storage::fs::FsStorage;
+use crate::storage::metered::Metered;
 use crate::storage::s3::S3Storage;
 use crate::storage::Storage;
 use crate::trust::{Access, TrustCache, TrustStore};
@@ -76,6 +78,14 @@ pub async fn run(
         Arc::clone(&trust),
     )?);
     let storage = open_storage(&config).await?;
+    let storage: Arc<dyn Storage> = Arc::new(Metered::new(storage, redirect_kind(&config)));
+    if let Some(expiry) = identity
+        .chain
+        .first()
+        .and_then(|der| certificate_expiry(der))
+    {
+        metrics::global().server_certificate_expiry.set(expiry);
+    }
     let registry = Registry::open(storage)
         .await
         .context("loading the registry from storage")?;
@@ -105,6 +115,7 @@ pub async fn run(
         .registry
         .refresh_interval()
         .map(|every| tokio::spawn(refresh_index(state.clone(), every)));
+    let metrics_listener = start_metrics(&config, &state).await;
     announce_trust_problems(&config.state_directory);
     let announcer = tokio::spawn(announce_trust_problems_daily(
         config.state_directory.clone(),
@@ -130,6 +141,9 @@ pub async fn run(
     )
     .await;
     collector.abort();
+    if let Some(metrics_listener) = metrics_listener {
+        metrics_listener.abort();
+    }
     if let Some(scrubber) = scrubber {
         scrubber.abort();
     }
@@ -138,6 +152,80 @@ pub async fn run(
         refresher.abort();
     }
     Ok(())
+}
+
+/// Which kind of redirect the storage's downloads are, for `aar_redirects_total`.
+fn redirect_kind(config: &Config) -> RedirectKind {
+    match &config.storage {
+        StorageConfig::S3(s3) if s3.cloudfront.is_some() => RedirectKind::CloudFront,
+        _ => RedirectKind::Presigned,
+    }
+}
+
+fn certificate_expiry(der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// Starts the `/metrics` and `/status` listener on `metrics.addr`, if set. One that cannot
+/// bind is logged and skipped: metrics are worth less than the images the registry serves.
+async fn start_metrics(config: &Config, state: &AppState) -> Option<tokio::task::JoinHandle<()>> {
+    let addr = config.metrics.addr?;
+    let listener = match metrics::listener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(
+                "metrics.addr {addr}: cannot listen ({e}); /metrics and /status are not served \
+                 (set metrics.addr to a free address, or \"\" to turn them off)"
+            );
+            return None;
+        }
+    };
+    let bound = listener.local_addr().map_or(addr, |a| a);
+    tracing::info!(
+        "serving /metrics and /status on http://{bound} (plain HTTP, no authentication)"
+    );
+    let status: metrics::listener::StatusSource = {
+        let state = state.clone();
+        Arc::new(move || {
+            let m = metrics::global();
+            let (applications, versions, blob_bytes) = m.index();
+            let (publishers, clients) = state.trust.counts();
+            metrics::Status {
+                applications,
+                versions,
+                blob_bytes,
+                trusted_clients: clients as u64,
+                trusted_publishers: publishers as u64,
+                last_publish: m.last_publish().map(|t| {
+                    let at = std::time::UNIX_EPOCH
+                        + std::time::Duration::from_secs(u64::try_from(t).unwrap_or(0));
+                    humantime::format_rfc3339_seconds(at).to_string()
+                }),
+                storage: state.registry.storage_kind().as_str().to_owned(),
+                index_loaded: m.storage_is_up(),
+            }
+        })
+    };
+    let data = match &config.storage {
+        StorageConfig::Fs(fs) => Some(fs.root_directory.clone()),
+        StorageConfig::S3(_) => None,
+    };
+    let before_scrape: metrics::listener::BeforeScrape = Arc::new(move || {
+        let Some(data) = &data else { return };
+        if let Ok(fs) = rustix::fs::statvfs(data) {
+            let bytes =
+                |blocks: u64| i64::try_from(blocks.saturating_mul(fs.f_frsize)).unwrap_or(i64::MAX);
+            let m = metrics::global();
+            m.fs_available_bytes.set(bytes(fs.f_bavail));
+            m.fs_size_bytes.set(bytes(fs.f_blocks));
+        }
+    });
+    Some(tokio::spawn(metrics::listener::serve(
+        listener,
+        status,
+        before_scrape,
+    )))
 }
 
 /// Every `interval`: re-reads the index from storage, so that versions other daemons

@@ -4,7 +4,7 @@
 //! Layers, each only calling the ones below it:
 //! `cli` / `daemon` → `server` → `api` → `registry` → `storage`, with `admission` and
 //! `write_timeout` beside `server`; `config`, `trust`, `tls`, `model`, `digest`,
-//! `cloudfront` and `fsutil` are shared leaves.
+//! `cloudfront`, `fsutil` and `metrics` are shared leaves.
 
 pub mod admission;
 pub mod api;
@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod digest;
 pub mod fsutil;
 pub mod manifest;
+pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod server;

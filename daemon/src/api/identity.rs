@@ -5,10 +5,13 @@
 
 use super::response::ApiError;
 use super::AppState;
+use crate::metrics::{self, Refusal};
 use crate::trust::{Access, Fingerprint, Role};
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
 use http::request::Parts;
-use http::StatusCode;
+use http::{Method, StatusCode};
 use std::sync::Arc;
 
 /// The connection's client certificate fingerprint, if it presented one.
@@ -56,8 +59,8 @@ fn refuse(fingerprint: Option<Fingerprint>) -> ApiError {
 }
 
 /// A trusted certificate past its validity. Its holder proved possession of the key, so
-/// saying why costs nothing and saves a support round-trip. Every refusal is a warn line:
-/// with no metrics in the daemon, the log is where they are counted.
+/// saying why costs nothing and saves a support round-trip. Every such refusal is a warn
+/// line, so that the operator learns which AMS needs a new certificate.
 fn refuse_expired(fingerprint: Option<Fingerprint>, not_after: i64) -> ApiError {
     let fingerprint = fingerprint.map(|fp| fp.to_string()).unwrap_or_default();
     let not_after = crate::trust::format_unix_time(not_after);
@@ -80,14 +83,39 @@ pub struct Reader;
 /// A caller allowed to write: a certificate trusted in the publisher role.
 pub struct Publisher;
 
+/// Why `access` refuses, for `aar_refused_requests_total` and the audit trail; `None` when
+/// the caller may go on (`writing`: whether the request needs the publisher role).
+fn refusal(access: &Access, writing: bool) -> Option<Refusal> {
+    match access {
+        Access::Trusted(Role::Publisher) => None,
+        Access::Trusted(Role::Client) if !writing => None,
+        Access::Trusted(Role::Client) => Some(Refusal::ClientWrite),
+        Access::Expired { .. } => Some(Refusal::Expired),
+        Access::Revoked => Some(Refusal::Revoked),
+        Access::Unknown => Some(Refusal::Untrusted),
+    }
+}
+
+fn role_name(access: &Access) -> &'static str {
+    match access {
+        Access::Trusted(Role::Publisher) => "publisher",
+        Access::Trusted(Role::Client) => "client",
+        _ => "none",
+    }
+}
+
 impl FromRequestParts<AppState> for Reader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match access(parts, state) {
-            (_, Access::Trusted(_)) => Ok(Reader),
-            (fp, Access::Expired { not_after }) => Err(refuse_expired(fp, not_after)),
-            (fp, _) => Err(refuse(fp)),
+        let (fp, access) = access(parts, state);
+        if let Some(reason) = refusal(&access, false) {
+            metrics::global().refused(reason);
+        }
+        match access {
+            Access::Trusted(_) => Ok(Reader),
+            Access::Expired { not_after } => Err(refuse_expired(fp, not_after)),
+            _ => Err(refuse(fp)),
         }
     }
 }
@@ -96,7 +124,11 @@ impl FromRequestParts<AppState> for Publisher {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match access(parts, state) {
+        let (fp, access) = access(parts, state);
+        if let Some(reason) = refusal(&access, true) {
+            metrics::global().refused(reason);
+        }
+        match (fp, access) {
             (_, Access::Trusted(Role::Publisher)) => Ok(Publisher),
             (_, Access::Trusted(Role::Client)) => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -106,4 +138,71 @@ impl FromRequestParts<AppState> for Publisher {
             (fp, _) => Err(refuse(fp)),
         }
     }
+}
+
+/// The audit trail of writes: one `aar::audit` event per publish, delete, and refused write
+/// (uploads included), with the caller's fingerprint and role, the object (the request's
+/// path) and the outcome. Bodies, manifests and keys are never part of it.
+pub async fn audit_writes(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(request).await;
+    }
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let object = request.uri().path().to_owned();
+    let fingerprint = request
+        .extensions()
+        .get::<Peer>()
+        .and_then(|p| p.fingerprint.clone());
+    let response = next.run(request).await;
+    let status = response.status();
+    let action = match (&method, route.as_ref().map(MatchedPath::as_str)) {
+        (&Method::POST, Some("/1.0/applications/{name}/versions")) => "publish",
+        (&Method::DELETE, Some("/1.0/applications/{name}/versions/{version}")) => "delete_version",
+        (&Method::DELETE, Some("/1.0/applications/{name}")) => "delete_application",
+        _ if status == StatusCode::FORBIDDEN => "write",
+        // Upload traffic that was let through: its publish is what gets audited.
+        _ => return response,
+    };
+    if status == StatusCode::FORBIDDEN {
+        // Looked up again only on this rare path, so the hot path stays one look-up.
+        let access = match &fingerprint {
+            Some(fp) => state.trust.access(fp),
+            None => Access::Unknown,
+        };
+        let fingerprint = fingerprint.map_or_else(|| "none".to_owned(), |fp| fp.to_string());
+        let reason = refusal(&access, true).map_or("forbidden", Refusal::as_str);
+        tracing::warn!(
+            target: "aar::audit",
+            action,
+            %method,
+            object,
+            fingerprint,
+            role = role_name(&access),
+            outcome = "refused",
+            reason,
+            "write refused"
+        );
+        return response;
+    }
+    let fingerprint = fingerprint.map_or_else(|| "none".to_owned(), |fp| fp.to_string());
+    let outcome = if status.is_success() { "ok" } else { "failed" };
+    let location = response
+        .headers()
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info!(
+        target: "aar::audit",
+        action,
+        %method,
+        object,
+        location,
+        fingerprint,
+        role = "publisher",
+        outcome,
+        status = status.as_u16(),
+        "write"
+    );
+    response
 }

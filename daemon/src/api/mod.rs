@@ -57,6 +57,11 @@ pub fn router(state: AppState) -> Router {
         .merge(uploads::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            identity::audit_writes,
+        ))
+        .layer(axum::middleware::from_fn(crate::metrics::http::track))
         .with_state(state)
 }
 

@@ -1,5 +1,5 @@
 use aar::cli::{Cli, Command, ConfigCommand};
-use aar::config::{self, Config};
+use aar::config::{self, Config, LogFormat};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -26,7 +26,7 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(e) => return fail(format!("invalid configuration: {e}")),
             };
-            init_tracing(&config.log.level);
+            init_tracing(&config.log.level, config.log.format);
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             let served = runtime.block_on(aar::daemon::run(config, shutdown_signal(), |ready| {
                 println!(
@@ -50,7 +50,8 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(e) => return fail(format!("invalid configuration: {e}")),
             };
-            init_tracing("off"); // the report is the output; AAR_LOG still asks for logs
+            // The report is the output; AAR_LOG still asks for logs.
+            init_tracing("off", config.log.format);
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             let mut stdout = std::io::stdout().lock();
             match runtime.block_on(aar::cli::verify::run(&config, repair, &mut stdout)) {
@@ -64,7 +65,7 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(e) => return fail(format!("invalid configuration: {e}")),
             };
-            init_tracing("off");
+            init_tracing("off", config.log.format);
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             // The archive may be on stdout: the summary goes to stderr.
             let mut report = std::io::stderr().lock();
@@ -83,7 +84,7 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(e) => return fail(format!("invalid configuration: {e}")),
             };
-            init_tracing("off");
+            init_tracing("off", config.log.format);
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             let mut report = std::io::stdout().lock();
             match runtime.block_on(aar::cli::backup::run_restore(
@@ -102,9 +103,22 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(e) => return fail(format!("invalid configuration: {e}")),
             };
+            // Only the audit trail of the change, so that the output stays the command's.
+            init_tracing("off,aar::audit=info", config.log.format);
             let mut stdout = std::io::stdout().lock();
             let mut stdin = std::io::stdin().lock();
             match aar::cli::trust::run(command, &config.state_directory, &mut stdin, &mut stdout) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Command::Status { format } => {
+            let config = match load(config_path.as_deref()) {
+                Ok(config) => config,
+                Err(e) => return fail(format!("invalid configuration: {e}")),
+            };
+            let mut stdout = std::io::stdout().lock();
+            match aar::cli::status::run(&config, format, &mut stdout) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
@@ -124,7 +138,7 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn init_tracing(level: &str) {
+fn init_tracing(level: &str, format: LogFormat) {
     use std::io::IsTerminal;
     // rustls warns once per connection about things any client controls (an IP address
     // sent as SNI, say), which would let anyone flood the log; keep only its errors
@@ -137,11 +151,14 @@ fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AAR_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        // One object per line, the event's fields flattened beside its message.
+        LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,7 +1,9 @@
-//! The `aar` command line: `serve`, `trust …`, `verify`, `backup`, `restore`, `config check`.
+//! The `aar` command line: `serve`, `trust …`, `verify`, `backup`, `restore`, `status`,
+//! `config check`.
 
 pub mod backup;
 pub mod output;
+pub mod status;
 pub mod trust;
 pub mod verify;
 
@@ -54,6 +56,11 @@ pub enum Command {
         /// records are added beside the stored ones (never overwriting a version).
         #[arg(long)]
         force: bool,
+    },
+    /// Ask the running daemon (at the config's metrics.addr) how the registry stands.
+    Status {
+        #[arg(long, value_enum, default_value_t)]
+        format: status::Format,
     },
 }
 

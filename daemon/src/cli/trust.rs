@@ -103,6 +103,7 @@ pub fn run_with(
             check_trustable(&der, &source, unix_now())?;
             let outcome = store.add(&input, role, &origin)?;
             let (fp, subject) = (&info.fingerprint, printable(&info.subject));
+            audit("trust_add", fp, Some(role), add_outcome(&outcome));
             match outcome {
                 AddOutcome::Added => writeln!(out, "trusted {fp} ({subject}) as {role}"),
                 AddOutcome::Unchanged => writeln!(
@@ -131,6 +132,7 @@ pub fn run_with(
         }
         TrustCommand::Remove { fingerprint } => {
             let removed = store.remove(&fingerprint)?;
+            audit("trust_remove", &removed.fingerprint, None, "removed");
             writeln!(
                 out,
                 "removed {} ({}); it is no longer trusted",
@@ -168,6 +170,7 @@ pub fn run_with(
                 }
             }
             let revoked = store.revoke(&target.to_string())?;
+            audit("trust_revoke", &revoked.fingerprint, None, "revoked");
             writeln!(
                 out,
                 "revoked {} ({}) permanently",
@@ -177,6 +180,30 @@ pub fn run_with(
             .map_err(TrustError::Output)
         }
     }
+}
+
+fn add_outcome(outcome: &AddOutcome) -> &'static str {
+    match outcome {
+        AddOutcome::Added => "added",
+        AddOutcome::Unchanged => "unchanged",
+        AddOutcome::RoleChanged { .. } => "role_changed",
+    }
+}
+
+/// The audit trail of the trust store: one `aar::audit` event per change made here. The
+/// caller is whoever runs the command on the machine, named by user id.
+fn audit(action: &'static str, object: &Fingerprint, granted: Option<Role>, outcome: &'static str) {
+    tracing::info!(
+        target: "aar::audit",
+        action,
+        %object,
+        granted = granted.map(|r| r.to_string()),
+        fingerprint = "local",
+        role = "operator",
+        uid = rustix::process::getuid().as_raw(),
+        outcome,
+        "trust change"
+    );
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, TrustError> {

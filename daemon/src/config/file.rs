@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::observability::{render_log_format, MetricsFile};
 use super::values::{
     AccessKey, AnyDuration, BaseUrl, Bucket, Count, Endpoint, Flag, HostList, HostName, KeypairId,
     ListenAddr, LogLevel, NonZeroDuration, NonZeroSize, PathText, Percent, PresignDuration,
@@ -13,7 +14,7 @@ use super::values::{
 };
 use super::{
     CloudFrontConfig, Config, ConfigError, FsConfig, GcConfig, HttpConfig, Limits, LogConfig,
-    S3Config, StorageConfig, TlsConfig, TlsVersion, DEFAULT_STATE_DIRECTORY,
+    LogFormat, S3Config, StorageConfig, TlsConfig, TlsVersion, DEFAULT_STATE_DIRECTORY,
 };
 
 /// For a section whose presence is a choice (`fs:`, `s3:`, `cloudfront:`): written with
@@ -34,6 +35,8 @@ pub(super) struct FileConfig {
     storage: Option<StorageFile>,
     gc: Option<GcFile>,
     log: Option<LogFile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: Option<MetricsFile>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -135,6 +138,8 @@ struct GcFile {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct LogFile {
     level: Option<LogLevel>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    format: Option<LogFormat>,
 }
 
 /// The charm's `storage_config`.
@@ -213,12 +218,12 @@ impl FileConfig {
                 .map_or(defaults.gc.scrub_interval, |d| d.0),
             scrub_rate: gc.scrub_rate.map_or(defaults.gc.scrub_rate, |s| s.0),
         };
+        let log = self.log.unwrap_or_default();
         let log = LogConfig {
-            level: self
-                .log
-                .and_then(|log| log.level)
-                .map_or(defaults.log.level, |l| l.0),
+            level: log.level.map_or(defaults.log.level, |l| l.0),
+            format: log.format.unwrap_or(defaults.log.format),
         };
+        let metrics = MetricsFile::resolve(self.metrics);
 
         Ok(Config {
             http,
@@ -226,6 +231,7 @@ impl FileConfig {
             storage,
             gc,
             log,
+            metrics,
         })
     }
 
@@ -265,7 +271,9 @@ impl FileConfig {
             }),
             log: Some(LogFile {
                 level: Some(LogLevel(config.log.level.clone())),
+                format: render_log_format(config.log.format),
             }),
+            metrics: MetricsFile::from_config(&config.metrics),
         }
     }
 }

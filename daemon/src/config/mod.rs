@@ -15,6 +15,7 @@ mod error;
 mod file;
 mod locate;
 mod number;
+mod observability;
 mod read;
 mod redact;
 mod size;
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
+pub use observability::{LogFormat, MetricsConfig};
 pub use size::{format_size, parse_size};
 
 /// Where the daemon keeps its trust store, certificates and (by default) its data.
@@ -45,6 +47,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub gc: GcConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +156,7 @@ pub struct GcConfig {
 pub struct LogConfig {
     /// A `tracing_subscriber::EnvFilter` directive, e.g. `info` or `info,aar=debug`.
     pub level: String,
+    pub format: LogFormat,
 }
 
 /// A credential. It prints as `[redacted]` so that it cannot leak into logs, status
@@ -223,6 +227,7 @@ impl Config {
             state_directory: dir,
             gc: GcConfig::default(),
             log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -366,6 +371,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".to_owned(),
+            format: LogFormat::Text,
         }
     }
 }

@@ -55,12 +55,19 @@ impl Registry {
             .filter(|(digest, stored)| !referenced.contains(digest) && *stored < cutoff)
             .map(|(digest, _)| digest)
             .collect();
+        let mut collected_bytes = 0;
         for digest in doomed {
+            // Asked first only to be counted; a blob gone already counts for nothing.
+            let size = inner.storage.blob_size(&digest).await.ok().flatten();
             match inner.storage.delete_blob(&digest).await {
-                Ok(()) | Err(StorageError::NotFound(_)) => cleanup.blobs += 1,
+                Ok(()) | Err(StorageError::NotFound(_)) => {
+                    cleanup.blobs += 1;
+                    collected_bytes += size.unwrap_or(0);
+                }
                 Err(e) => return Err(e),
             }
         }
+        crate::metrics::global().gc_finished(collected_bytes);
         if cleanup != Cleanup::default() {
             tracing::info!(
                 uploads = cleanup.uploads,

@@ -101,7 +101,9 @@ impl Registry {
 
     /// Rebuilds the index from storage (the source of truth).
     pub async fn reload(&self) -> Result<(), StorageError> {
-        let (index, unreadable) = self.read_index().await?;
+        let loaded = self.read_index().await;
+        let (index, unreadable) = self.storage_answered(loaded)?;
+        record_index_metrics(&index);
         let versions: usize = index.values().map(BTreeMap::len).sum();
         tracing::info!(
             applications = index.len(),
@@ -118,7 +120,9 @@ impl Registry {
     /// daemon is never lost between the listing and the swap; logs only changes.
     pub async fn refresh(&self) -> Result<(), StorageError> {
         let _writes = self.0.writes.lock().await;
-        let (index, unreadable) = self.read_index().await?;
+        let loaded = self.read_index().await;
+        let (index, unreadable) = self.storage_answered(loaded)?;
+        record_index_metrics(&index);
         let mut current = self.0.index.write().unwrap();
         let before: usize = current.values().map(BTreeMap::len).sum();
         let after: usize = index.values().map(BTreeMap::len).sum();
@@ -132,6 +136,12 @@ impl Registry {
         *current = index;
         self.0.unreadable.store(unreadable, Ordering::Release);
         Ok(())
+    }
+
+    /// Sets `aar_storage_up` from a load or refresh of the index.
+    fn storage_answered<T>(&self, loaded: Result<T, StorageError>) -> Result<T, StorageError> {
+        crate::metrics::global().storage_up(self.storage_kind().as_str(), loaded.is_ok());
+        loaded
     }
 
     /// The index and how many stored records it lacks because they cannot be read.
@@ -204,5 +214,31 @@ impl Registry {
             .ok_or_else(|| {
                 RegistryError::NotFound(format!("version {version} of application {name:?}"))
             })
+    }
+}
+
+/// The index's gauges: applications, versions, the bytes of the distinct images they
+/// reference, and the newest version's creation time as the last publish.
+fn record_index_metrics(index: &Index) {
+    let mut images = std::collections::HashMap::new();
+    let mut versions = 0;
+    let mut newest: Option<&str> = None;
+    for record in index.values().flat_map(BTreeMap::values) {
+        versions += 1;
+        for image in record.images.values() {
+            images.insert(image.digest, image.size);
+        }
+        // RFC 3339 in UTC to the second, as written at publish: text order is time order.
+        if newest.is_none_or(|n| record.created_at.as_str() > n) {
+            newest = Some(&record.created_at);
+        }
+    }
+    let metrics = crate::metrics::global();
+    metrics.set_index(index.len(), versions, images.values().sum());
+    if let Some(at) = newest.and_then(|t| humantime::parse_rfc3339(t).ok()) {
+        let seconds = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        metrics.published_at(i64::try_from(seconds).unwrap_or(i64::MAX));
     }
 }

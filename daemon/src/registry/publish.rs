@@ -138,6 +138,8 @@ impl Registry {
             .entry(name.to_string())
             .or_default()
             .insert(version, record.clone());
+        // Under a read lock: readers are not held up while the gauges are summed.
+        super::record_index_metrics(&inner.index.read().unwrap());
         tracing::info!(application = name, version, "version published");
         Ok(record)
     }
@@ -154,6 +156,8 @@ impl Registry {
                 index.remove(name);
             }
         }
+        drop(index);
+        super::record_index_metrics(&inner.index.read().unwrap());
         tracing::info!(application = name, version, "version deleted");
         Ok(())
     }
@@ -165,6 +169,7 @@ impl Registry {
         let _writes = inner.writes.lock().await;
         inner.storage.delete_application(name).await?;
         inner.index.write().unwrap().remove(name);
+        super::record_index_metrics(&inner.index.read().unwrap());
         tracing::info!(application = name, "application deleted");
         Ok(())
     }

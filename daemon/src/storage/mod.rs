@@ -6,6 +6,7 @@
 //! HTTP layer that maps them to status codes) never see backend details.
 
 pub mod fs;
+pub mod metered;
 mod odirect_writer;
 pub mod s3;
 mod sessions;

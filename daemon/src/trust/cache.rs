@@ -197,6 +197,7 @@ impl TrustCache {
                     "loaded trust store {}",
                     self.path.display()
                 );
+                crate::metrics::global().trust_refreshed();
                 state.view = Arc::new(view);
                 state.source = Source::Loaded { stamp, _pin: pin };
                 state.failed = None;

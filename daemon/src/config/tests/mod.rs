@@ -147,7 +147,9 @@ log:
             },
             log: LogConfig {
                 level: "info,aar=debug".into(),
+                format: LogFormat::Text,
             },
+            metrics: MetricsConfig::default(),
         }
     );
 }
