@@ -491,7 +491,8 @@ mod tests {
 
     #[test]
     fn every_contract_name_is_exposed_with_its_type() {
-        let m = global();
+        // A registry of its own: other tests in this process move the global one.
+        let m = &Metrics::new();
         m.refused(Refusal::ClientWrite);
         m.storage_up("fs", true);
         assert!(!m.encode().contains("aar_storage_fs_size_bytes"));
