@@ -10,7 +10,9 @@ applying dispatch knows about (`Findings`). An action applies nothing, so its st
 the same evaluation with nothing found.
 
 Decisions live in `state.py` (backed by the daemon's own Rust code through `aar_ext`),
-machine work in `workload.py`; this module only speaks Juju.
+machine work in `workload.py`; this module only speaks Juju. It is longer than the
+others because applying and status-collecting read the same view of config, relations and
+machine; split apart, each half would have to rebuild that view.
 """
 
 from __future__ import annotations
