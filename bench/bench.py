@@ -16,20 +16,38 @@ import json
 import os
 import re
 import resource
-import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-GIB = 1 << 30
-MIB = 1 << 20
-CIPHER = "TLS_AES_128_GCM_SHA256"
+from benchlib import (
+    CIPHER,
+    CLK_TCK,
+    GIB,
+    LIVE,
+    MIB,
+    BenchError,
+    Tls,
+    cpu_seconds,
+    free_port,
+    kill_all,
+    log,
+    parse_wrk,
+    popen,
+    proc_status_kib,
+    random_file,
+    reap,
+    run,
+    stop,
+    system_busy_ticks,
+    wait_quiet,
+    wrk,
+)
+
 APP = "bench"  # aar application name and docker-registry repository name
 ARCH = "amd64"
 HERE = Path(__file__).resolve().parent
@@ -46,111 +64,10 @@ REFERENCE = {
     "rss_mib": 230e6 / MIB,
 }
 
-# Every child process (servers and clients) still running; killed on exit.
-LIVE: dict[int, subprocess.Popen] = {}
-
-
-class BenchError(Exception):
-    pass
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def popen(cmd, **kw) -> subprocess.Popen:
-    p = subprocess.Popen(cmd, **kw)
-    LIVE[p.pid] = p
-    return p
-
-
-def reap(p: subprocess.Popen, timeout: float | None = None):
-    try:
-        return p.wait(timeout)
-    finally:
-        if p.returncode is not None:
-            LIVE.pop(p.pid, None)
-
-
-def run(cmd, *, timeout=120, check=True, env=None, stdin_data=None) -> subprocess.CompletedProcess:
-    p = popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-              stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL, env=env)
-    try:
-        out, err = p.communicate(stdin_data, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-        LIVE.pop(p.pid, None)
-        raise BenchError(f"timed out after {timeout}s: {shlex.join(map(str, cmd))}")
-    LIVE.pop(p.pid, None)
-    cp = subprocess.CompletedProcess(cmd, p.returncode, out, err)
-    if check and cp.returncode != 0:
-        raise BenchError(f"exit {cp.returncode}: {shlex.join(map(str, cmd))}\n"
-                         f"{err.decode(errors='replace')[-2000:]}")
-    return cp
-
-
-def kill_all() -> None:
-    for pid, p in list(LIVE.items()):
-        if p.poll() is None:
-            try:
-                p.terminate()
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-            except ProcessLookupError:
-                pass
-        LIVE.pop(pid, None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the whole process (all threads), in seconds."""
-    data = Path(f"/proc/{pid}/stat").read_text()
-    fields = data[data.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
-
-
-def proc_status_kib(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise BenchError(f"no {key} in /proc/{pid}/status")
-
-
-def system_busy_ticks() -> tuple[int, int]:
-    """(busy, total) clock ticks of all CPUs from /proc/stat."""
-    vals = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-    idle = vals[3] + vals[4]  # idle + iowait
-    return sum(vals) - idle, sum(vals)
-
 
 def children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
-
-
-def wait_quiet(max_wait: float, threshold: float = 0.25) -> float:
-    """Wait (at most max_wait s) until the machine is mostly idle; return the last busy fraction."""
-    deadline = time.monotonic() + max_wait
-    warned = False
-    while True:
-        b0, t0 = system_busy_ticks()
-        time.sleep(0.5)
-        b1, t1 = system_busy_ticks()
-        busy = (b1 - b0) / max(1, t1 - t0)
-        if busy < threshold or time.monotonic() > deadline:
-            return busy
-        if not warned:
-            log(f"machine busy ({busy:.0%} of all CPUs used by other processes); waiting up to {max_wait:.0f} s")
-            warned = True
-        time.sleep(1.5)
 
 
 class Meter:
@@ -187,53 +104,6 @@ class Meter:
 
 
 # --------------------------------------------------------------------------- TLS material
-
-
-class Tls:
-    def __init__(self, work: Path):
-        self.dir = work / "tls"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.client_crt = self.dir / "client.crt"
-        self.client_key = self.dir / "client.key"
-        self.peer_crt = self.dir / "registry.crt"
-        self.peer_key = self.dir / "registry.key"
-        self.openssl_conf = self.dir / "openssl-wrk.cnf"
-        self.shim = self.dir / "client_cert_shim.so"
-
-    def make(self) -> None:
-        # ECDSA P-256 everywhere (rcgen's default key type, so aar's own
-        # certificate is most likely of the same kind; the report shows both).
-        def selfsigned(crt, key, cn, extra):
-            run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                 "-nodes", "-keyout", key, "-out", crt, "-days", "7", "-subj", f"/CN={cn}", *extra])
-
-        selfsigned(self.peer_crt, self.peer_key, "127.0.0.1",
-                   ["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                    "-addext", "extendedKeyUsage=serverAuth"])
-        selfsigned(self.client_crt, self.client_key, "aar-bench-client",
-                   ["-addext", "extendedKeyUsage=clientAuth"])
-        # OPENSSL_CONF for wrk: TLS 1.3 only, one AEAD. The client certificate
-        # cannot be set here (system_default is applied without
-        # SSL_CONF_FLAG_CERTIFICATE), hence the LD_PRELOAD shim.
-        self.openssl_conf.write_text(
-            "openssl_conf = openssl_init\n"
-            "[openssl_init]\n"
-            "ssl_conf = ssl_sect\n"
-            "[ssl_sect]\n"
-            "system_default = system_default_sect\n"
-            "[system_default_sect]\n"
-            "MinProtocol = TLSv1.3\n"
-            f"Ciphersuites = {CIPHER}\n")
-        run(["cc", "-O2", "-shared", "-fPIC", "-o", self.shim, HERE / "client_cert_shim.c", "-ldl"])
-
-    def wrk_env(self, with_cert: bool = True) -> dict:
-        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-        env["OPENSSL_CONF"] = str(self.openssl_conf)
-        if with_cert:
-            env["LD_PRELOAD"] = str(self.shim)
-            env["BENCH_CLIENT_CERT"] = str(self.client_crt)
-            env["BENCH_CLIENT_KEY"] = str(self.client_key)
-        return env
 
 
 def fingerprint_pem(pem: str) -> str:
@@ -358,15 +228,7 @@ class Server:
         return "\n".join(out)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc is not None:
-            LIVE.pop(self.proc.pid, None)
+        stop(self.proc)
 
     def remove(self) -> None:
         self.stop()
@@ -578,7 +440,7 @@ class Bench:
         self.args = args
         self.work = Path(args.workdir)
         self.work.mkdir(parents=True, exist_ok=True)
-        self.tls = Tls(self.work)
+        self.tls = Tls(self.work, HERE)
         self.aar_bin = args.aar
         self.kinds = {"both": ["aar", "registry"], "aar": ["aar"], "peer": ["registry"]}[args.only]
         self.samples: dict[str, dict[str, list[float]]] = {k: {} for k in ("aar", "registry")}
@@ -631,15 +493,7 @@ class Bench:
         self.check_wrk_cipher_forcing()
         self.blob = self.work / "blob.bin"
         log(f"writing {self.size} random bytes to {self.blob}")
-        h = hashlib.sha256()
-        with open(self.blob, "wb") as f:
-            left = self.size
-            while left:
-                chunk = os.urandom(min(left, 16 * MIB))
-                h.update(chunk)
-                f.write(chunk)
-                left -= len(chunk)
-        self.digest = "sha256:" + h.hexdigest()
+        self.digest = random_file(self.blob, self.size)
         os.sync()
 
     def collect_versions(self) -> None:
@@ -766,14 +620,8 @@ class Bench:
                     f"{cpu_gib:5.2f} CPU s/GiB")
 
     def wrk(self, srv: Server, duration: int, with_cert=True) -> dict:
-        cmd = ["wrk", f"-t{self.args.wrk_threads}", f"-c{self.args.wrk_connections}", f"-d{duration}s",
-               "--latency", "-s", str(HERE / "wrk_report.lua"), srv.base + srv.meta_path]
-        cp = run(cmd, env=self.tls.wrk_env(with_cert), timeout=duration + 60, check=False)
-        if cp.returncode != 0:
-            raise BenchError(f"wrk failed ({cp.returncode}): {cp.stderr.decode()[-500:]}")
-        res = parse_wrk(cp.stdout.decode())
-        res["text"] = cp.stdout.decode()
-        return res
+        return wrk(self.tls, srv.base + srv.meta_path, threads=self.args.wrk_threads,
+                   connections=self.args.wrk_connections, duration=duration, with_cert=with_cert)
 
     def phase_metadata(self) -> None:
         for kind in self.kinds:
@@ -986,13 +834,6 @@ def proc_mem_gib() -> float:
         if line.startswith("MemTotal:"):
             return int(line.split()[1]) / (1 << 20)
     return 0.0
-
-
-def parse_wrk(text: str) -> dict:
-    m = re.search(r"^BENCH-WRK (.*)$", text, re.M)
-    if not m:
-        raise BenchError(f"no BENCH-WRK line in wrk output:\n{text[-800:]}")
-    return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
 
 
 def main() -> int:
