@@ -75,8 +75,13 @@ def stop(p: subprocess.Popen | None, grace: float = 15) -> None:
 
 
 def run(cmd, *, timeout=120, check=True, env=None, stdin_data=None) -> subprocess.CompletedProcess:
-    p = popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-              stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL, env=env)
+    p = popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+        env=env,
+    )
     try:
         out, err = p.communicate(stdin_data, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -87,8 +92,10 @@ def run(cmd, *, timeout=120, check=True, env=None, stdin_data=None) -> subproces
     LIVE.pop(p.pid, None)
     cp = subprocess.CompletedProcess(cmd, p.returncode, out, err)
     if check and cp.returncode != 0:
-        raise BenchError(f"exit {cp.returncode}: {shlex.join(map(str, cmd))}\n"
-                         f"{err.decode(errors='replace')[-2000:]}")
+        raise BenchError(
+            f"exit {cp.returncode}: {shlex.join(map(str, cmd))}\n"
+            f"{err.decode(errors='replace')[-2000:]}"
+        )
     return cp
 
 
@@ -129,7 +136,7 @@ def wait_port(port: int, timeout: float = 30) -> None:
 def cpu_seconds(pid: int) -> float:
     """utime + stime of the whole process (all threads), in seconds."""
     data = Path(f"/proc/{pid}/stat").read_text()
-    fields = data[data.rindex(")") + 2:].split()
+    fields = data[data.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
 
 
@@ -160,8 +167,10 @@ def wait_quiet(max_wait: float, threshold: float = 0.25) -> float:
         if busy < threshold or time.monotonic() > deadline:
             return busy
         if not warned:
-            log(f"machine busy ({busy:.0%} of all CPUs used by other processes); "
-                f"waiting up to {max_wait:.0f} s")
+            log(
+                f"machine busy ({busy:.0%} of all CPUs used by other processes); "
+                f"waiting up to {max_wait:.0f} s"
+            )
             warned = True
         time.sleep(1.5)
 
@@ -201,15 +210,45 @@ class Tls:
         # ECDSA P-256 everywhere (rcgen's default key type, so aar's own
         # certificate is most likely of the same kind; the report shows both).
         def selfsigned(crt, key, cn, extra):
-            run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                 "-nodes", "-keyout", key, "-out", crt, "-days", "7", "-subj", f"/CN={cn}",
-                 *extra])
+            run(
+                [
+                    "openssl",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-nodes",
+                    "-keyout",
+                    key,
+                    "-out",
+                    crt,
+                    "-days",
+                    "7",
+                    "-subj",
+                    f"/CN={cn}",
+                    *extra,
+                ]
+            )
 
-        selfsigned(self.peer_crt, self.peer_key, "127.0.0.1",
-                   ["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                    "-addext", "extendedKeyUsage=serverAuth"])
-        selfsigned(self.client_crt, self.client_key, "aar-bench-client",
-                   ["-addext", "extendedKeyUsage=clientAuth"])
+        selfsigned(
+            self.peer_crt,
+            self.peer_key,
+            "127.0.0.1",
+            [
+                "-addext",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                "-addext",
+                "extendedKeyUsage=serverAuth",
+            ],
+        )
+        selfsigned(
+            self.client_crt,
+            self.client_key,
+            "aar-bench-client",
+            ["-addext", "extendedKeyUsage=clientAuth"],
+        )
         # OPENSSL_CONF for wrk: TLS 1.3 only, one AEAD. The client certificate
         # cannot be set here (system_default is applied without
         # SSL_CONF_FLAG_CERTIFICATE), hence the LD_PRELOAD shim.
@@ -221,9 +260,20 @@ class Tls:
             "system_default = system_default_sect\n"
             "[system_default_sect]\n"
             "MinProtocol = TLSv1.3\n"
-            f"Ciphersuites = {CIPHER}\n")
-        run(["cc", "-O2", "-shared", "-fPIC", "-o", self.shim,
-             self.helpers / "client_cert_shim.c", "-ldl"])
+            f"Ciphersuites = {CIPHER}\n"
+        )
+        run(
+            [
+                "cc",
+                "-O2",
+                "-shared",
+                "-fPIC",
+                "-o",
+                self.shim,
+                self.helpers / "client_cert_shim.c",
+                "-ldl",
+            ]
+        )
 
     def wrk_env(self, with_cert: bool = True) -> dict:
         env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
@@ -245,12 +295,21 @@ def parse_wrk(text: str) -> dict:
     return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
 
 
-def wrk(tls: Tls, url: str, *, threads: int, connections: int, duration: int,
-        with_cert: bool = True) -> dict:
+def wrk(
+    tls: Tls, url: str, *, threads: int, connections: int, duration: int, with_cert: bool = True
+) -> dict:
     """One keep-alive wrk run with `wrk_report.lua`: its BENCH-WRK figures, plus its
     whole output under "text"."""
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
-           "-s", tls.helpers / "wrk_report.lua", url]
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "-s",
+        tls.helpers / "wrk_report.lua",
+        url,
+    ]
     cp = run(cmd, env=tls.wrk_env(with_cert), timeout=duration + 60, check=False)
     if cp.returncode != 0:
         raise BenchError(f"wrk failed ({cp.returncode}): {cp.stderr.decode()[-500:]}")
