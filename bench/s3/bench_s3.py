@@ -105,6 +105,21 @@ def curl(tls: Tls, *args, out="/dev/null"):
     return int(status), float(took), hdr.read_text(errors="replace")
 
 
+def timed_upload(server, expected: int, what: str, *curl_args) -> dict:
+    """The request that carries an upload's bytes, once the machine is quiet: curl's
+    time_total, the server's CPU time over it and its peak RSS after it."""
+    server.busy = quiet_wait(server.quiet)
+    cpu0 = cpu_seconds(server.proc.pid)
+    status, took, headers = curl(server.tls, *curl_args)
+    if status != expected:
+        raise BenchError(f"{what}: {status}\n{headers}\n{server.proc.tail()}")
+    return {
+        "seconds": took,
+        "cpu": cpu_seconds(server.proc.pid) - cpu0,
+        "rss": peak_rss_mib(server.proc.pid),
+    }
+
+
 def redirect_wrk(tls: Tls, url: str, args) -> dict:
     res = wrk(
         tls,
@@ -180,10 +195,10 @@ class Aar:
         if status != 201:
             raise BenchError(f"POST /1.0/uploads: {status}\n{headers}\n{self.proc.tail()}")
         location = re.search(r"(?im)^location:\s*(\S+)", headers).group(1)
-        self.busy = quiet_wait(self.quiet)
-        cpu0 = cpu_seconds(self.proc.pid)
-        status, took, headers = curl(
-            self.tls,
+        return timed_upload(
+            self,
+            200,
+            "PATCH",
             "-X",
             "PATCH",
             "-H",
@@ -194,13 +209,6 @@ class Aar:
             path,
             f"{self.base}{location}",
         )
-        if status != 200:
-            raise BenchError(f"PATCH: {status}\n{headers}\n{self.proc.tail()}")
-        return {
-            "seconds": took,
-            "cpu": cpu_seconds(self.proc.pid) - cpu0,
-            "rss": peak_rss_mib(self.proc.pid),
-        }
 
     def publish(self, digest: str) -> str:
         body = json.dumps(
@@ -281,10 +289,10 @@ http:
         if location.startswith("/"):
             location = self.base + location
         sep = "&" if "?" in location else "?"
-        self.busy = quiet_wait(self.quiet)
-        cpu0 = cpu_seconds(self.proc.pid)
-        status, took, headers = curl(
-            self.tls,
+        return timed_upload(
+            self,
+            201,
+            "registry PUT",
             "-X",
             "PUT",
             "-H",
@@ -293,13 +301,6 @@ http:
             path,
             f"{location}{sep}digest={digest}",
         )
-        if status != 201:
-            raise BenchError(f"registry PUT: {status}\n{headers}\n{self.proc.tail()}")
-        return {
-            "seconds": took,
-            "cpu": cpu_seconds(self.proc.pid) - cpu0,
-            "rss": peak_rss_mib(self.proc.pid),
-        }
 
 
 def s3_section(endpoint: str, extra: str = "") -> str:
