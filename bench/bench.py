@@ -16,20 +16,38 @@ import json
 import os
 import re
 import resource
-import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-GIB = 1 << 30
-MIB = 1 << 20
-CIPHER = "TLS_AES_128_GCM_SHA256"
+from benchlib import (
+    CIPHER,
+    CLK_TCK,
+    GIB,
+    LIVE,
+    MIB,
+    BenchError,
+    Tls,
+    cpu_seconds,
+    free_port,
+    kill_all,
+    log,
+    parse_wrk,
+    popen,
+    proc_status_kib,
+    random_file,
+    reap,
+    run,
+    stop,
+    system_busy_ticks,
+    wait_quiet,
+    wrk,
+)
+
 APP = "bench"  # aar application name and docker-registry repository name
 ARCH = "amd64"
 HERE = Path(__file__).resolve().parent
@@ -46,111 +64,10 @@ REFERENCE = {
     "rss_mib": 230e6 / MIB,
 }
 
-# Every child process (servers and clients) still running; killed on exit.
-LIVE: dict[int, subprocess.Popen] = {}
-
-
-class BenchError(Exception):
-    pass
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def popen(cmd, **kw) -> subprocess.Popen:
-    p = subprocess.Popen(cmd, **kw)
-    LIVE[p.pid] = p
-    return p
-
-
-def reap(p: subprocess.Popen, timeout: float | None = None):
-    try:
-        return p.wait(timeout)
-    finally:
-        if p.returncode is not None:
-            LIVE.pop(p.pid, None)
-
-
-def run(cmd, *, timeout=120, check=True, env=None, stdin_data=None) -> subprocess.CompletedProcess:
-    p = popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-              stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL, env=env)
-    try:
-        out, err = p.communicate(stdin_data, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-        LIVE.pop(p.pid, None)
-        raise BenchError(f"timed out after {timeout}s: {shlex.join(map(str, cmd))}")
-    LIVE.pop(p.pid, None)
-    cp = subprocess.CompletedProcess(cmd, p.returncode, out, err)
-    if check and cp.returncode != 0:
-        raise BenchError(f"exit {cp.returncode}: {shlex.join(map(str, cmd))}\n"
-                         f"{err.decode(errors='replace')[-2000:]}")
-    return cp
-
-
-def kill_all() -> None:
-    for pid, p in list(LIVE.items()):
-        if p.poll() is None:
-            try:
-                p.terminate()
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-            except ProcessLookupError:
-                pass
-        LIVE.pop(pid, None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the whole process (all threads), in seconds."""
-    data = Path(f"/proc/{pid}/stat").read_text()
-    fields = data[data.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
-
-
-def proc_status_kib(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise BenchError(f"no {key} in /proc/{pid}/status")
-
-
-def system_busy_ticks() -> tuple[int, int]:
-    """(busy, total) clock ticks of all CPUs from /proc/stat."""
-    vals = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-    idle = vals[3] + vals[4]  # idle + iowait
-    return sum(vals) - idle, sum(vals)
-
 
 def children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
-
-
-def wait_quiet(max_wait: float, threshold: float = 0.25) -> float:
-    """Wait (at most max_wait s) until the machine is mostly idle; return the last busy fraction."""
-    deadline = time.monotonic() + max_wait
-    warned = False
-    while True:
-        b0, t0 = system_busy_ticks()
-        time.sleep(0.5)
-        b1, t1 = system_busy_ticks()
-        busy = (b1 - b0) / max(1, t1 - t0)
-        if busy < threshold or time.monotonic() > deadline:
-            return busy
-        if not warned:
-            log(f"machine busy ({busy:.0%} of all CPUs used by other processes); waiting up to {max_wait:.0f} s")
-            warned = True
-        time.sleep(1.5)
 
 
 class Meter:
@@ -161,7 +78,7 @@ class Meter:
     the noise from other work on a shared machine.
     """
 
-    def __init__(self, srv: "Server", settle: float = 0.3):
+    def __init__(self, srv: Server, settle: float = 0.3):
         self.srv, self.settle = srv, settle
 
     def __enter__(self):
@@ -187,53 +104,6 @@ class Meter:
 
 
 # --------------------------------------------------------------------------- TLS material
-
-
-class Tls:
-    def __init__(self, work: Path):
-        self.dir = work / "tls"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.client_crt = self.dir / "client.crt"
-        self.client_key = self.dir / "client.key"
-        self.peer_crt = self.dir / "registry.crt"
-        self.peer_key = self.dir / "registry.key"
-        self.openssl_conf = self.dir / "openssl-wrk.cnf"
-        self.shim = self.dir / "client_cert_shim.so"
-
-    def make(self) -> None:
-        # ECDSA P-256 everywhere (rcgen's default key type, so aar's own
-        # certificate is most likely of the same kind; the report shows both).
-        def selfsigned(crt, key, cn, extra):
-            run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                 "-nodes", "-keyout", key, "-out", crt, "-days", "7", "-subj", f"/CN={cn}", *extra])
-
-        selfsigned(self.peer_crt, self.peer_key, "127.0.0.1",
-                   ["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                    "-addext", "extendedKeyUsage=serverAuth"])
-        selfsigned(self.client_crt, self.client_key, "aar-bench-client",
-                   ["-addext", "extendedKeyUsage=clientAuth"])
-        # OPENSSL_CONF for wrk: TLS 1.3 only, one AEAD. The client certificate
-        # cannot be set here (system_default is applied without
-        # SSL_CONF_FLAG_CERTIFICATE), hence the LD_PRELOAD shim.
-        self.openssl_conf.write_text(
-            "openssl_conf = openssl_init\n"
-            "[openssl_init]\n"
-            "ssl_conf = ssl_sect\n"
-            "[ssl_sect]\n"
-            "system_default = system_default_sect\n"
-            "[system_default_sect]\n"
-            "MinProtocol = TLSv1.3\n"
-            f"Ciphersuites = {CIPHER}\n")
-        run(["cc", "-O2", "-shared", "-fPIC", "-o", self.shim, HERE / "client_cert_shim.c", "-ldl"])
-
-    def wrk_env(self, with_cert: bool = True) -> dict:
-        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-        env["OPENSSL_CONF"] = str(self.openssl_conf)
-        if with_cert:
-            env["LD_PRELOAD"] = str(self.shim)
-            env["BENCH_CLIENT_CERT"] = str(self.client_crt)
-            env["BENCH_CLIENT_KEY"] = str(self.client_key)
-        return env
 
 
 def fingerprint_pem(pem: str) -> str:
@@ -266,20 +136,41 @@ class Client:
         self.tls, self.work, self.cacert = tls, work, cacert
 
     def base_args(self, cert=True) -> list[str]:
-        a = ["curl", "-sS", "--noproxy", "*", "--http1.1", "--tlsv1.3", "--tls13-ciphers", CIPHER,
-             "-H", "Expect:"]
+        a = [
+            "curl",
+            "-sS",
+            "--noproxy",
+            "*",
+            "--http1.1",
+            "--tlsv1.3",
+            "--tls13-ciphers",
+            CIPHER,
+            "-H",
+            "Expect:",
+        ]
         a += ["--cacert", str(self.cacert)] if self.cacert else ["-k"]
         if cert:
             a += ["--cert", str(self.tls.client_crt), "--key", str(self.tls.client_key)]
         return a
 
-    def request(self, method, url, *, headers=(), upload=None, data=None, out=None,
-                cert=True, timeout=900) -> Resp:
+    def request(
+        self, method, url, *, headers=(), upload=None, data=None, out=None, cert=True, timeout=900
+    ) -> Resp:
         hdr = self.work / "curl.headers"
         body = self.work / "curl.body"
-        cmd = self.base_args(cert) + ["-X", method, "-D", str(hdr), "-o", str(out or body),
-                                      "--max-time", str(timeout),
-                                      "-w", "%{http_code} %{time_total} %{size_download} %{size_upload} %{size_header}"]
+        cmd = [
+            *self.base_args(cert),
+            "-X",
+            method,
+            "-D",
+            str(hdr),
+            "-o",
+            str(out or body),
+            "--max-time",
+            str(timeout),
+            "-w",
+            "%{http_code} %{time_total} %{size_download} %{size_upload} %{size_header}",
+        ]
         for h in headers:
             cmd += ["-H", h]
         if method == "HEAD":
@@ -292,11 +183,16 @@ class Client:
             if not any(h.lower().startswith("content-type:") for h in headers):
                 cmd += ["-H", "Content-Type:"]
         cmd.append(url)
-        shown = f"{method} {url}" + "".join(f" [{h}]" for h in headers) + (
-            f" body=@{upload}" if upload else (f" body={data[:200]!r}" if data else ""))
+        shown = (
+            f"{method} {url}"
+            + "".join(f" [{h}]" for h in headers)
+            + (f" body=@{upload}" if upload else (f" body={data[:200]!r}" if data else ""))
+        )
         cp = run(cmd, timeout=timeout + 30, check=False)
         if cp.returncode != 0:
-            raise BenchError(f"curl exit {cp.returncode} for {shown}: {cp.stderr.decode(errors='replace')}")
+            raise BenchError(
+                f"curl exit {cp.returncode} for {shown}: {cp.stderr.decode(errors='replace')}"
+            )
         code, t, down, up, hsize = cp.stdout.decode().split()
         headers_out: dict[str, str] = {}
         for line in hdr.read_text(errors="replace").splitlines():
@@ -324,7 +220,7 @@ class Server:
     kind = ""
     label = ""
 
-    def __init__(self, bench: "Bench", tag: str):
+    def __init__(self, bench: Bench, tag: str):
         self.bench = bench
         self.tls = bench.tls
         self.dir = bench.work / f"{self.kind}-{tag}"
@@ -348,8 +244,10 @@ class Server:
 
     def alive(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
-            raise BenchError(f"{self.label} exited (status {self.proc and self.proc.returncode}); "
-                             f"see {self.dir}/*.log:\n{self.log_tail()}")
+            raise BenchError(
+                f"{self.label} exited (status {self.proc and self.proc.returncode}); "
+                f"see {self.dir}/*.log:\n{self.log_tail()}"
+            )
 
     def log_tail(self) -> str:
         out = []
@@ -358,15 +256,7 @@ class Server:
         return "\n".join(out)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc is not None:
-            LIVE.pop(self.proc.pid, None)
+        stop(self.proc)
 
     def remove(self) -> None:
         self.stop()
@@ -378,17 +268,42 @@ class Server:
 
     def tls_check(self, path: str) -> dict:
         """openssl s_client with the s_time flags: the cert is presented and accepted."""
-        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nConnection: close\r\n\r\n"
-        cp = run(["openssl", "s_client", "-brief", "-ign_eof", "-connect", f"127.0.0.1:{self.port}", "-tls1_3",
-                  "-ciphersuites", CIPHER, "-cert", self.tls.client_crt, "-key", self.tls.client_key,
-                  "-servername", "localhost"], stdin_data=request.encode(), timeout=30, check=False)
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nConnection: close\r\n\r\n"
+        )
+        cp = run(
+            [
+                "openssl",
+                "s_client",
+                "-brief",
+                "-ign_eof",
+                "-connect",
+                f"127.0.0.1:{self.port}",
+                "-tls1_3",
+                "-ciphersuites",
+                CIPHER,
+                "-cert",
+                self.tls.client_crt,
+                "-key",
+                self.tls.client_key,
+                "-servername",
+                "localhost",
+            ],
+            stdin_data=request.encode(),
+            timeout=30,
+            check=False,
+        )
         out, err = cp.stdout.decode(errors="replace"), cp.stderr.decode(errors="replace")
         status = re.search(r"^HTTP/1\.[01] (\d{3})", out, re.M)
-        info = {k: (re.search(rf"^{k}: (.*)$", err, re.M) or [None, "?"])[1]
-                for k in ("Protocol version", "Ciphersuite", "Signature type", "Server Temp Key")}
+        info = {
+            k: (re.search(rf"^{k}: (.*)$", err, re.M) or [None, "?"])[1]
+            for k in ("Protocol version", "Ciphersuite", "Signature type", "Server Temp Key")
+        }
         if not status or status.group(1) != "200":
-            raise BenchError(f"{self.label}: openssl s_client with the client certificate did not get "
-                             f"200 for GET {path}:\n{out[:800]}\n{err[-800:]}")
+            raise BenchError(
+                f"{self.label}: openssl s_client with the client certificate did not get "
+                f"200 for GET {path}:\n{out[:800]}\n{err[-800:]}"
+            )
         if info["Ciphersuite"] != CIPHER or info["Protocol version"] != "TLSv1.3":
             raise BenchError(f"{self.label}: negotiated {info}, wanted TLSv1.3 {CIPHER}")
         return info
@@ -397,8 +312,10 @@ class Server:
 class Aar(Server):
     kind = "aar"
     label = "aar"
-    READY = re.compile(r"^aar (\S+) serving https://127\.0\.0\.1:(\d+) \(storage fs, server fingerprint "
-                       r"([0-9a-f]{64})\)\s*$")
+    READY = re.compile(
+        r"^aar (\S+) serving https://127\.0\.0\.1:(\d+) \(storage fs, server fingerprint "
+        r"([0-9a-f]{64})\)\s*$"
+    )
 
     def start(self) -> None:
         b = self.bench.aar_bin
@@ -406,14 +323,20 @@ class Aar(Server):
         cfg.write_text(
             f'http: {{addr: 127.0.0.1:{self.port}, tls: {{min-version: "1.3"}}}}\n'
             f"state-directory: {self.dir}/state\n"
-            f"storage: {{fs: {{root-directory: {self.dir}/data}}}}\n")
+            f"storage: {{fs: {{root-directory: {self.dir}/data}}}}\n"
+        )
         run([b, "trust", "add", "--config", cfg, self.tls.client_crt, "--publisher"], timeout=60)
-        out = open(self.dir / "stdout.log", "wb")
-        err = open(self.dir / "stderr.log", "wb")
-        self.proc = popen([b, "serve", "--config", cfg], stdout=out, stderr=err,
-                          stdin=subprocess.DEVNULL, start_new_session=True)
-        out.close()
-        err.close()
+        with (
+            open(self.dir / "stdout.log", "wb") as out,
+            open(self.dir / "stderr.log", "wb") as err,
+        ):
+            self.proc = popen(
+                [b, "serve", "--config", cfg],
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 60
         m = None
         while time.monotonic() < deadline:
@@ -431,12 +354,21 @@ class Aar(Server):
         if port != self.port:
             raise BenchError(f"aar serves on port {port}, configured {self.port}")
         # Fetch the server certificate and pin it (checked against the printed fingerprint).
-        cp = run(["openssl", "s_client", "-connect", f"127.0.0.1:{self.port}", "-showcerts"],
-                 stdin_data=b"", timeout=30, check=False)
-        pem = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----",
-                        cp.stdout.decode(errors="replace"), re.S)
+        cp = run(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{self.port}", "-showcerts"],
+            stdin_data=b"",
+            timeout=30,
+            check=False,
+        )
+        pem = re.search(
+            r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----",
+            cp.stdout.decode(errors="replace"),
+            re.S,
+        )
         if not pem:
-            raise BenchError(f"could not read aar's server certificate:\n{cp.stderr.decode()[-800:]}")
+            raise BenchError(
+                f"could not read aar's server certificate:\n{cp.stderr.decode()[-800:]}"
+            )
         if fingerprint_pem(pem.group(0)) != fp:
             raise BenchError("aar's certificate does not match the fingerprint it printed")
         crt = self.dir / "server.crt"
@@ -447,23 +379,41 @@ class Aar(Server):
         except BenchError as e:
             # Pinning through --cacert failed (e.g. unusual certificate); fall back to -k,
             # the fingerprint having been checked above.
-            self.notes.append(f"curl --cacert with aar's certificate failed ({str(e)[:120]}); used -k "
-                              "after checking the fingerprint")
+            self.notes.append(
+                f"curl --cacert with aar's certificate failed ({str(e)[:120]}); used -k "
+                "after checking the fingerprint"
+            )
             self.client = Client(self.tls, self.dir, None)
             r = self.req("GET", "/1.0")
         meta = expect(r, 200).json().get("metadata", {})
         if meta.get("auth") != "trusted" or meta.get("role") != "publisher":
-            raise BenchError(f"the client certificate is not seen as a trusted publisher:\n{r.describe()}")
+            raise BenchError(
+                f"the client certificate is not seen as a trusted publisher:\n{r.describe()}"
+            )
 
     def upload(self, path: Path, digest: str, size: int) -> float:
-        r1 = expect(self.req("POST", "/1.0/uploads", data="",
-                             headers=[f"X-AAR-Digest: {digest}", f"X-AAR-Size: {size}"]), 201)
+        r1 = expect(
+            self.req(
+                "POST",
+                "/1.0/uploads",
+                data="",
+                headers=[f"X-AAR-Digest: {digest}", f"X-AAR-Size: {size}"],
+            ),
+            201,
+        )
         loc = r1.headers.get("location")
         if not loc:
             raise BenchError(f"no Location header:\n{r1.describe()}")
-        r2 = expect(self.req("PATCH", loc, upload=path,
-                             headers=["Upload-Offset: 0", "Content-Type: application/octet-stream"]),
-                    200, 201)
+        r2 = expect(
+            self.req(
+                "PATCH",
+                loc,
+                upload=path,
+                headers=["Upload-Offset: 0", "Content-Type: application/octet-stream"],
+            ),
+            200,
+            201,
+        )
         m = r2.json().get("metadata") or {}
         if m.get("complete") is not True or m.get("offset") != size:
             raise BenchError(f"upload not complete after the PATCH:\n{r2.describe()}")
@@ -472,11 +422,19 @@ class Aar(Server):
         return r1.time_total + r2.time_total
 
     def publish(self, digest: str, size: int) -> None:
-        manifest = (f"name: {APP}\ninstance-type: a2.3\nboot-package: com.example.bench\n"
-                    "tags: [bench]\n")
+        manifest = (
+            f"name: {APP}\ninstance-type: a2.3\nboot-package: com.example.bench\ntags: [bench]\n"
+        )
         body = json.dumps({"manifest": manifest, "images": {ARCH: digest}})
-        r = expect(self.req("POST", f"/1.0/applications/{APP}/versions", data=body,
-                            headers=["Content-Type: application/json"]), 201)
+        r = expect(
+            self.req(
+                "POST",
+                f"/1.0/applications/{APP}/versions",
+                data=body,
+                headers=["Content-Type: application/json"],
+            ),
+            201,
+        )
         v = r.json()["metadata"]["version"]
         self.download_path = f"/1.0/applications/{APP}/versions/{v}/images/{ARCH}"
         self.meta_path = f"/1.0/applications/{APP}"
@@ -510,11 +468,16 @@ class Registry(Server):
             f"    certificate: {self.tls.peer_crt}\n"
             f"    key: {self.tls.peer_key}\n"
             f"    clientcas:\n      - {self.tls.client_crt}\n"
-            "    minimumtls: tls1.3\n")
-        log_f = open(self.dir / "registry.log", "wb")
-        self.proc = popen(["docker-registry", "serve", cfg], stdout=log_f, stderr=subprocess.STDOUT,
-                          stdin=subprocess.DEVNULL, start_new_session=True)
-        log_f.close()
+            "    minimumtls: tls1.3\n"
+        )
+        with open(self.dir / "registry.log", "wb") as log_f:
+            self.proc = popen(
+                ["docker-registry", "serve", cfg],
+                stdout=log_f,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.client = Client(self.tls, self.dir, self.tls.peer_crt)
         deadline = time.monotonic() + 60
         while True:
@@ -533,8 +496,16 @@ class Registry(Server):
         r1 = expect(self.req("POST", f"/v2/{APP}/blobs/uploads/", data=""), 202)
         loc = r1.headers["location"]
         loc += ("&" if "?" in loc else "?") + f"digest={digest}"
-        r2 = expect(self.req("PUT", loc, upload=path, data=data,
-                             headers=["Content-Type: application/octet-stream"]), 201)
+        r2 = expect(
+            self.req(
+                "PUT",
+                loc,
+                upload=path,
+                data=data,
+                headers=["Content-Type: application/octet-stream"],
+            ),
+            201,
+        )
         if r2.headers.get("docker-content-digest") != digest:
             raise BenchError(f"registry stored another digest:\n{r2.describe()}")
         return r1.time_total + r2.time_total
@@ -543,20 +514,40 @@ class Registry(Server):
         return self.blob_upload(path, None, digest)
 
     def publish(self, digest: str, size: int) -> None:
-        config = json.dumps({"architecture": ARCH, "os": "linux",
-                             "rootfs": {"type": "layers", "diff_ids": []}}, separators=(",", ":"))
+        config = json.dumps(
+            {"architecture": ARCH, "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}},
+            separators=(",", ":"),
+        )
         cdigest = "sha256:" + hashlib.sha256(config.encode()).hexdigest()
         self.blob_upload(None, config, cdigest)
-        manifest = json.dumps({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
-                       "size": len(config), "digest": cdigest},
-            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
-                        "size": size, "digest": digest}]}, separators=(",", ":"))
-        expect(self.req("PUT", f"/v2/{APP}/manifests/latest", data=manifest,
-                        headers=["Content-Type: application/vnd.docker.distribution.manifest.v2+json"]),
-               201)
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {
+                    "mediaType": "application/vnd.docker.container.image.v1+json",
+                    "size": len(config),
+                    "digest": cdigest,
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                        "size": size,
+                        "digest": digest,
+                    }
+                ],
+            },
+            separators=(",", ":"),
+        )
+        expect(
+            self.req(
+                "PUT",
+                f"/v2/{APP}/manifests/latest",
+                data=manifest,
+                headers=["Content-Type: application/vnd.docker.distribution.manifest.v2+json"],
+            ),
+            201,
+        )
         self.download_path = f"/v2/{APP}/blobs/{digest}"
         self.meta_path = f"/v2/{APP}/tags/list"
         expect(self.req("GET", self.meta_path), 200)
@@ -566,8 +557,11 @@ class Registry(Server):
             r = self.client.request("GET", self.base + self.meta_path, cert=False)
             return f"curl without a client certificate: HTTP {r.status}"
         except BenchError as e:
-            return "curl without a client certificate: refused during the TLS handshake (" + \
-                str(e).strip().splitlines()[-1][-90:] + ")"
+            return (
+                "curl without a client certificate: refused during the TLS handshake ("
+                + str(e).strip().splitlines()[-1][-90:]
+                + ")"
+            )
 
 
 # --------------------------------------------------------------------------- benchmark
@@ -578,7 +572,7 @@ class Bench:
         self.args = args
         self.work = Path(args.workdir)
         self.work.mkdir(parents=True, exist_ok=True)
-        self.tls = Tls(self.work)
+        self.tls = Tls(self.work, HERE)
         self.aar_bin = args.aar
         self.kinds = {"both": ["aar", "registry"], "aar": ["aar"], "peer": ["registry"]}[args.only]
         self.samples: dict[str, dict[str, list[float]]] = {k: {} for k in ("aar", "registry")}
@@ -613,7 +607,9 @@ class Bench:
             # Snapshot the binary: target/release/aar may be rebuilt while the benchmark runs.
             src = Path(self.aar_bin)
             if not os.access(src, os.X_OK):
-                raise BenchError(f"no aar binary at {src}: run `cargo build --release -p aar` or pass --aar")
+                raise BenchError(
+                    f"no aar binary at {src}: run `cargo build --release -p aar` or pass --aar"
+                )
             snap = self.work / "aar"
             shutil.copy2(src, snap)
             mtime = datetime.datetime.fromtimestamp(src.stat().st_mtime, datetime.timezone.utc)
@@ -621,25 +617,20 @@ class Bench:
             self.aar_origin = f"`{src}` built {mtime:%Y-%m-%d %H:%M:%S} UTC, sha256 {sha}…"
             cp = run(["git", "-C", str(HERE.parent), "log", "-1", "--format=%h %s"], check=False)
             if cp.returncode == 0:
-                dirty = run(["git", "-C", str(HERE.parent), "status", "--porcelain", "--", "daemon"],
-                            check=False).stdout.strip()
-                self.aar_origin += (f"; source tree at commit {cp.stdout.decode().strip()}"
-                                    + (" plus uncommitted changes" if dirty else ""))
+                dirty = run(
+                    ["git", "-C", str(HERE.parent), "status", "--porcelain", "--", "daemon"],
+                    check=False,
+                ).stdout.strip()
+                self.aar_origin += f"; source tree at commit {cp.stdout.decode().strip()}" + (
+                    " plus uncommitted changes" if dirty else ""
+                )
             self.aar_bin = str(snap)
         self.collect_versions()
         self.tls.make()
         self.check_wrk_cipher_forcing()
         self.blob = self.work / "blob.bin"
         log(f"writing {self.size} random bytes to {self.blob}")
-        h = hashlib.sha256()
-        with open(self.blob, "wb") as f:
-            left = self.size
-            while left:
-                chunk = os.urandom(min(left, 16 * MIB))
-                h.update(chunk)
-                f.write(chunk)
-                left -= len(chunk)
-        self.digest = "sha256:" + h.hexdigest()
+        self.digest = random_file(self.blob, self.size)
         os.sync()
 
     def collect_versions(self) -> None:
@@ -653,31 +644,66 @@ class Bench:
         v["curl"] = " ".join(run(["curl", "--version"]).stdout.decode().split()[:2])
         if "aar" in self.kinds:
             cp = run([self.aar_bin, "--version"], check=False)
-            v["aar"] = (cp.stdout or cp.stderr).decode().strip().splitlines()[0] if cp.returncode == 0 \
+            v["aar"] = (
+                (cp.stdout or cp.stderr).decode().strip().splitlines()[0]
+                if cp.returncode == 0
                 else "?"
+            )
 
     def check_wrk_cipher_forcing(self) -> None:
         """wrk with our OPENSSL_CONF must not offer any TLS 1.3 suite but CIPHER."""
         port = free_port()
         logf = self.work / "s_server.log"
         with open(logf, "wb") as f:
-            srv = popen(["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", self.tls.peer_crt,
-                         "-key", self.tls.peer_key, "-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384",
-                         "-www"], stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            srv = popen(
+                [
+                    "openssl",
+                    "s_server",
+                    "-accept",
+                    f"127.0.0.1:{port}",
+                    "-cert",
+                    self.tls.peer_crt,
+                    "-key",
+                    self.tls.peer_key,
+                    "-tls1_3",
+                    "-ciphersuites",
+                    "TLS_AES_256_GCM_SHA384",
+                    "-www",
+                ],
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         try:
             time.sleep(0.5)
-            cp = run(["wrk", "-t1", "-c1", "-d1s", "-s", HERE / "wrk_report.lua", f"https://127.0.0.1:{port}/"],
-                     env=self.tls.wrk_env(), timeout=30, check=False)
+            cp = run(
+                [
+                    "wrk",
+                    "-t1",
+                    "-c1",
+                    "-d1s",
+                    "-s",
+                    HERE / "wrk_report.lua",
+                    f"https://127.0.0.1:{port}/",
+                ],
+                env=self.tls.wrk_env(),
+                timeout=30,
+                check=False,
+            )
             res = parse_wrk(cp.stdout.decode())
         finally:
             srv.terminate()
             reap(srv, 10)
         text = logf.read_text(errors="replace")
         if res["requests"] != 0 or "no shared cipher" not in text:
-            raise BenchError("wrk's cipher suite could not be restricted through OPENSSL_CONF "
-                             f"(requests={res['requests']}; s_server log: {text[-400:]})")
-        self.checks.append(f"wrk offers only {CIPHER}: against an `openssl s_server` limited to "
-                           "TLS_AES_256_GCM_SHA384 every handshake fails with \"no shared cipher\"")
+            raise BenchError(
+                "wrk's cipher suite could not be restricted through OPENSSL_CONF "
+                f"(requests={res['requests']}; s_server log: {text[-400:]})"
+            )
+        self.checks.append(
+            f"wrk offers only {CIPHER}: against an `openssl s_server` limited to "
+            'TLS_AES_256_GCM_SHA384 every handshake fails with "no shared cipher"'
+        )
 
     # ------------------------------------------------------------------ phases
     def phase_upload(self) -> None:
@@ -695,7 +721,10 @@ class Bench:
                 cpu_gib = cpu / (self.size / GIB)
                 self.add(kind, "upload_mbps", mbps)
                 self.add(kind, "upload_cpu", cpu_gib)
-                log(f"upload   rep {rep + 1}/{reps} {srv.label:16} {mbps:8.1f} MB/s  {cpu_gib:5.2f} CPU s/GiB")
+                log(
+                    f"upload   rep {rep + 1}/{reps} {srv.label:16} {mbps:8.1f} MB/s  "
+                    f"{cpu_gib:5.2f} CPU s/GiB"
+                )
                 self.all_hwm[kind].append(srv.hwm_kib())
                 if rep == reps - 1:
                     self.final[kind] = srv
@@ -707,7 +736,7 @@ class Bench:
             srv = self.final[kind]
             srv.publish(self.digest, self.size)
             # Untimed integrity check (and warm-up): the bytes served hash to the digest.
-            cmd = srv.client.base_args() + ["-o", "-", srv.base + srv.download_path]
+            cmd = [*srv.client.base_args(), "-o", "-", srv.base + srv.download_path]
             p = popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             h, n = hashlib.sha256(), 0
             while chunk := p.stdout.read(4 * MIB):
@@ -716,12 +745,18 @@ class Bench:
             err = p.stderr.read()
             reap(p, 60)
             if p.returncode != 0 or n != self.size or "sha256:" + h.hexdigest() != self.digest:
-                raise BenchError(f"{srv.label}: GET {srv.download_path} returned {n} bytes, "
-                                 f"curl exit {p.returncode}, sha256 {h.hexdigest()}: {err.decode()[-300:]}")
-            self.checks.append(f"{srv.label}: `GET {srv.download_path}` returns the {self.size} uploaded "
-                               "bytes (sha256 checked)")
-            self.checks.append(f"{srv.label}: {srv.unauthenticated_check()} "
-                               f"(`GET {srv.meta_path}`); with the certificate: HTTP 200")
+                raise BenchError(
+                    f"{srv.label}: GET {srv.download_path} returned {n} bytes, "
+                    f"curl exit {p.returncode}, sha256 {h.hexdigest()}: {err.decode()[-300:]}"
+                )
+            self.checks.append(
+                f"{srv.label}: `GET {srv.download_path}` returns the {self.size} uploaded "
+                "bytes (sha256 checked)"
+            )
+            self.checks.append(
+                f"{srv.label}: {srv.unauthenticated_check()} "
+                f"(`GET {srv.meta_path}`); with the certificate: HTTP 200"
+            )
 
     def phase_download(self) -> None:
         reps = self.args.reps
@@ -733,21 +768,34 @@ class Bench:
                     r = expect(srv.req("GET", srv.download_path, out="/dev/null"), 200)
                 cpu = m.cpu
                 if r.size_down != self.size:
-                    raise BenchError(f"{srv.label}: downloaded {r.size_down} bytes, expected {self.size}")
+                    raise BenchError(
+                        f"{srv.label}: downloaded {r.size_down} bytes, expected {self.size}"
+                    )
                 mbps = self.size / r.time_total / 1e6
                 cpu_gib = cpu / (self.size / GIB)
                 self.add(kind, "download1_mbps", mbps)
                 self.add(kind, "download1_cpu", cpu_gib)
-                log(f"download rep {rep + 1}/{reps} {srv.label:16} {mbps:8.1f} MB/s  {cpu_gib:5.2f} CPU s/GiB")
+                log(
+                    f"download rep {rep + 1}/{reps} {srv.label:16} {mbps:8.1f} MB/s  "
+                    f"{cpu_gib:5.2f} CPU s/GiB"
+                )
         for rep in range(reps):
             for kind in self.order(rep):
                 srv = self.final[kind]
-                cmd = srv.client.base_args() + ["-o", "/dev/null", "-w", "%{http_code} %{size_download}",
-                                                srv.base + srv.download_path]
+                cmd = [
+                    *srv.client.base_args(),
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code} %{size_download}",
+                    srv.base + srv.download_path,
+                ]
                 self.quiet()
                 with Meter(srv) as m:
-                    procs = [popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                             for _ in range(self.args.parallel)]
+                    procs = [
+                        popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                        for _ in range(self.args.parallel)
+                    ]
                     outs = []
                     for p in procs:
                         out, err = p.communicate(timeout=900)
@@ -756,24 +804,29 @@ class Bench:
                 wall, cpu = m.wall, m.cpu
                 for rc, out, err in outs:
                     if rc != 0 or out.split() != ["200", str(self.size)]:
-                        raise BenchError(f"{srv.label}: parallel download failed: rc={rc} {out} {err}")
+                        raise BenchError(
+                            f"{srv.label}: parallel download failed: rc={rc} {out} {err}"
+                        )
                 total = self.size * self.args.parallel
                 mbps = total / wall / 1e6
                 cpu_gib = cpu / (total / GIB)
                 self.add(kind, "downloadN_mbps", mbps)
                 self.add(kind, "downloadN_cpu", cpu_gib)
-                log(f"download x{self.args.parallel} rep {rep + 1}/{reps} {srv.label:16} {mbps:8.1f} MB/s  "
-                    f"{cpu_gib:5.2f} CPU s/GiB")
+                log(
+                    f"download x{self.args.parallel} rep {rep + 1}/{reps} {srv.label:16} "
+                    f"{mbps:8.1f} MB/s  "
+                    f"{cpu_gib:5.2f} CPU s/GiB"
+                )
 
     def wrk(self, srv: Server, duration: int, with_cert=True) -> dict:
-        cmd = ["wrk", f"-t{self.args.wrk_threads}", f"-c{self.args.wrk_connections}", f"-d{duration}s",
-               "--latency", "-s", str(HERE / "wrk_report.lua"), srv.base + srv.meta_path]
-        cp = run(cmd, env=self.tls.wrk_env(with_cert), timeout=duration + 60, check=False)
-        if cp.returncode != 0:
-            raise BenchError(f"wrk failed ({cp.returncode}): {cp.stderr.decode()[-500:]}")
-        res = parse_wrk(cp.stdout.decode())
-        res["text"] = cp.stdout.decode()
-        return res
+        return wrk(
+            self.tls,
+            srv.base + srv.meta_path,
+            threads=self.args.wrk_threads,
+            connections=self.args.wrk_connections,
+            duration=duration,
+            with_cert=with_cert,
+        )
 
     def phase_metadata(self) -> None:
         for kind in self.kinds:
@@ -785,8 +838,10 @@ class Bench:
             else:
                 ok = neg["requests"] == 0 and (neg["read"] + neg["connect"] + neg["write"]) > 0
                 what = f"{neg['requests']:.0f} requests completed, handshakes refused"
-            self.checks.append(f"{srv.label}: wrk WITHOUT the shim (no client certificate), 1 s: {what}"
-                               + ("" if ok else " — UNEXPECTED"))
+            self.checks.append(
+                f"{srv.label}: wrk WITHOUT the shim (no client certificate), 1 s: {what}"
+                + ("" if ok else " — UNEXPECTED")
+            )
             ref = expect(srv.req("GET", srv.meta_path), 200)
             srv.meta_bytes = ref.size_header + ref.size_down
             warm = self.wrk(srv, 2)
@@ -805,9 +860,14 @@ class Bench:
                 self.add(kind, "meta_rps", rps)
                 self.add(kind, "meta_p99_ms", p99)
                 self.add(kind, "meta_cpu_us", cpu / res["requests"] * 1e6)
-                log(f"metadata rep {rep + 1}/{reps} {srv.label:16} {rps:8.0f} req/s  p99 {p99:7.2f} ms")
-        self.checks.append("wrk WITH the shim: every metadata run had 0 responses >= 400, 0 socket errors, "
-                           "and responses of the size of the 200 that curl gets")
+                log(
+                    f"metadata rep {rep + 1}/{reps} {srv.label:16} {rps:8.0f} req/s  "
+                    f"p99 {p99:7.2f} ms"
+                )
+        self.checks.append(
+            "wrk WITH the shim: every metadata run had 0 responses >= 400, 0 socket errors, "
+            "and responses of the size of the 200 that curl gets"
+        )
 
     def check_wrk(self, srv: Server, res: dict) -> None:
         bad = res["status"] + res["connect"] + res["read"] + res["write"] + res["timeout"]
@@ -815,12 +875,15 @@ class Bench:
         # wrk counts only statuses >= 400 as errors.
         per = res["bytes"] / res["requests"] if res["requests"] else 0
         if not 0.9 < per / srv.meta_bytes < 1.1:
-            raise BenchError(f"{srv.label}: wrk's responses average {per:.0f} bytes, but the 200 "
-                             f"response to GET {srv.meta_path} has {srv.meta_bytes}")
+            raise BenchError(
+                f"{srv.label}: wrk's responses average {per:.0f} bytes, but the 200 "
+                f"response to GET {srv.meta_path} has {srv.meta_bytes}"
+            )
         if res["requests"] == 0 or bad:
             counts = {k: v for k, v in res.items() if k != "text"}
-            raise BenchError(f"{srv.label}: wrk with the client certificate saw errors: {counts}\n"
-                             f"{res['text']}")
+            raise BenchError(
+                f"{srv.label}: wrk with the client certificate saw errors: {counts}\n{res['text']}"
+            )
 
     def phase_handshakes(self) -> None:
         for kind in self.kinds:
@@ -831,9 +894,22 @@ class Bench:
             for kind in self.order(rep):
                 srv = self.final[kind]
                 out = self.work / "s_time.out"
-                cmd = ["openssl", "s_time", "-new", "-connect", f"127.0.0.1:{srv.port}", "-tls1_3",
-                       "-ciphersuites", CIPHER, "-cert", str(self.tls.client_crt), "-key",
-                       str(self.tls.client_key), "-time", str(self.args.duration)]
+                cmd = [
+                    "openssl",
+                    "s_time",
+                    "-new",
+                    "-connect",
+                    f"127.0.0.1:{srv.port}",
+                    "-tls1_3",
+                    "-ciphersuites",
+                    CIPHER,
+                    "-cert",
+                    str(self.tls.client_crt),
+                    "-key",
+                    str(self.tls.client_key),
+                    "-time",
+                    str(self.args.duration),
+                ]
                 self.quiet()
                 with Meter(srv) as m, open(out, "wb") as f:
                     p = popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -842,8 +918,10 @@ class Bench:
                 text = out.read_text(errors="replace")
                 m = re.search(r"(\d+) connections in [\d.]+s;", text)
                 if p.returncode != 0 or not m or int(m.group(1)) == 0:
-                    raise BenchError(f"{srv.label}: openssl s_time failed (rc {p.returncode}): "
-                                     f"{text.replace('*', '')[-600:]}")
+                    raise BenchError(
+                        f"{srv.label}: openssl s_time failed (rc {p.returncode}): "
+                        f"{text.replace('*', '')[-600:]}"
+                    )
                 n = int(m.group(1))
                 self.add(kind, "hs_rate", n / wall)
                 self.add(kind, "hs_cpu_ms", cpu / n * 1000)
@@ -876,55 +954,137 @@ class Bench:
         sz = "1 GiB" if self.size == GIB else f"{self.size / MIB:g} MiB"
         rows = [
             # key, label, fmt, reference, target text, target check (ratio, aar value) -> bool
-            ("upload_mbps", f"{sz} upload: throughput (MB/s)", "{:.0f}", "upload_mbps",
-             "≥ 2× peer", lambda r, v: r >= 2),
+            (
+                "upload_mbps",
+                f"{sz} upload: throughput (MB/s)",
+                "{:.0f}",
+                "upload_mbps",
+                "≥ 2× peer",
+                lambda r, v: r >= 2,
+            ),
             ("upload_cpu", f"{sz} upload: server CPU (s/GiB)", "{:.2f}", "upload_cpu", "", None),
-            ("download1_mbps", f"{sz} download, 1 client: throughput (MB/s)", "{:.0f}", "download1_mbps",
-             "≥ peer", lambda r, v: r >= 1),
-            ("download1_cpu", f"{sz} download, 1 client: server CPU (s/GiB)", "{:.2f}", "download1_cpu",
-             "≤ ½ peer", lambda r, v: r <= 0.5),
-            ("downloadN_mbps", f"{sz} download, {a.parallel} clients: aggregate throughput (MB/s)", "{:.0f}",
-             None, "≥ peer", lambda r, v: r >= 1),
-            ("downloadN_cpu", f"{sz} download, {a.parallel} clients: server CPU (s/GiB)", "{:.2f}", None,
-             "≤ ½ peer", lambda r, v: r <= 0.5),
-            ("meta_rps", "metadata GET: requests/s", "{:,.0f}", "meta_rps", "≥ 10× peer",
-             lambda r, v: r >= 10),
-            ("meta_p99_ms", "metadata GET: p99 latency (ms)", "{:.2f}", "meta_p99_ms", "< 10 ms",
-             lambda r, v: v < 10),
+            (
+                "download1_mbps",
+                f"{sz} download, 1 client: throughput (MB/s)",
+                "{:.0f}",
+                "download1_mbps",
+                "≥ peer",
+                lambda r, v: r >= 1,
+            ),
+            (
+                "download1_cpu",
+                f"{sz} download, 1 client: server CPU (s/GiB)",
+                "{:.2f}",
+                "download1_cpu",
+                "≤ ½ peer",
+                lambda r, v: r <= 0.5,
+            ),
+            (
+                "downloadN_mbps",
+                f"{sz} download, {a.parallel} clients: aggregate throughput (MB/s)",
+                "{:.0f}",
+                None,
+                "≥ peer",
+                lambda r, v: r >= 1,
+            ),
+            (
+                "downloadN_cpu",
+                f"{sz} download, {a.parallel} clients: server CPU (s/GiB)",
+                "{:.2f}",
+                None,
+                "≤ ½ peer",
+                lambda r, v: r <= 0.5,
+            ),
+            (
+                "meta_rps",
+                "metadata GET: requests/s",
+                "{:,.0f}",
+                "meta_rps",
+                "≥ 10× peer",
+                lambda r, v: r >= 10,
+            ),
+            (
+                "meta_p99_ms",
+                "metadata GET: p99 latency (ms)",
+                "{:.2f}",
+                "meta_p99_ms",
+                "< 10 ms",
+                lambda r, v: v < 10,
+            ),
             ("meta_cpu_us", "metadata GET: server CPU per request (µs)", "{:.0f}", None, "", None),
-            ("hs_rate", "full TLS 1.3 handshakes with client cert: connections/s", "{:,.0f}", None,
-             "≥ peer", lambda r, v: r >= 1),
-            ("hs_cpu_ms", "full handshakes: server CPU per handshake (ms)", "{:.2f}", None, "", None),
-            ("rss_mib", "peak RSS after everything, VmHWM (MiB)", "{:.1f}", "rss_mib", "< 64 MiB",
-             lambda r, v: v < 64),
+            (
+                "hs_rate",
+                "full TLS 1.3 handshakes with client cert: connections/s",
+                "{:,.0f}",
+                None,
+                "≥ peer",
+                lambda r, v: r >= 1,
+            ),
+            (
+                "hs_cpu_ms",
+                "full handshakes: server CPU per handshake (ms)",
+                "{:.2f}",
+                None,
+                "",
+                None,
+            ),
+            (
+                "rss_mib",
+                "peak RSS after everything, VmHWM (MiB)",
+                "{:.1f}",
+                "rss_mib",
+                "< 64 MiB",
+                lambda r, v: v < 64,
+            ),
         ]
         size_txt = "1 GiB" if self.size == GIB else f"{self.size} bytes"
         lines = []
         lines.append("# aar vs docker-registry benchmark\n")
-        lines.append(f"- date: {self.started:%Y-%m-%d %H:%M:%S} UTC (finished {self.finished:%H:%M:%S} UTC)")
+        lines.append(
+            f"- date: {self.started:%Y-%m-%d %H:%M:%S} UTC (finished {self.finished:%H:%M:%S} UTC)"
+        )
         lines.append(f"- machine: {machine()}")
-        lines.append(f"- load average before / after: {fmt_load(self.load_before)} / {fmt_load(self.load_after)}")
+        lines.append(
+            f"- load average before / after: {fmt_load(self.load_before)} / "
+            f"{fmt_load(self.load_after)}"
+        )
         if self.foreign:
-            lines.append(f"- CPU used by other processes during the timed runs (share of all cores): median "
-                         f"{statistics.median(self.foreign):.0%}, max {max(self.foreign):.0%}; "
-                         f"{self.waited_busy} of {len(self.foreign)} runs started after "
-                         f"{a.quiet_wait:.0f} s of waiting for the machine to calm down")
+            lines.append(
+                "- CPU used by other processes during the timed runs (share of all cores): "
+                f"median "
+                f"{statistics.median(self.foreign):.0%}, max {max(self.foreign):.0%}; "
+                f"{self.waited_busy} of {len(self.foreign)} runs started after "
+                f"{a.quiet_wait:.0f} s of waiting for the machine to calm down"
+            )
         vers = self.versions
-        lines.append(f"- aar: {vers.get('aar', '—')} ({self.aar_origin})" if "aar" in self.kinds
-                     else "- aar: not run")
-        lines.append(f"- peer: {vers['docker-registry']} (Debian package `docker-registry` "
-                     f"{run(['dpkg-query', '-W', '-f=${Version}', 'docker-registry']).stdout.decode()})")
+        lines.append(
+            f"- aar: {vers.get('aar', '—')} ({self.aar_origin})"
+            if "aar" in self.kinds
+            else "- aar: not run"
+        )
+        lines.append(
+            f"- peer: {vers['docker-registry']} (Debian package `docker-registry` "
+            f"{run(['dpkg-query', '-W', '-f=${Version}', 'docker-registry']).stdout.decode()})"
+        )
         lines.append(f"- clients: {vers['curl']}; {vers['openssl']}; wrk {vers['wrk']}")
         lines.append(f"- command: `{a.command}`")
-        lines.append(f"- medians of {a.reps} repetitions; test file {size_txt} of random bytes; "
-                     f"MB = 10^6 bytes; wrk -t{a.wrk_threads} -c{a.wrk_connections} -d{a.duration}s; "
-                     f"s_time -new -time {a.duration}")
-        tls = "; ".join(f"{LABELS[k]}: {v['Protocol version']} "
-                        f"{v['Ciphersuite']}, server signature {v['Signature type']}, group {v['Server Temp Key']}"
-                        for k, v in self.tls_info.items())
+        lines.append(
+            f"- medians of {a.reps} repetitions; test file {size_txt} of random bytes; "
+            f"MB = 10^6 bytes; wrk -t{a.wrk_threads} -c{a.wrk_connections} -d{a.duration}s; "
+            f"s_time -new -time {a.duration}"
+        )
+        tls = "; ".join(
+            f"{LABELS[k]}: {v['Protocol version']} "
+            f"{v['Ciphersuite']}, server signature {v['Signature type']}, "
+            f"group {v['Server Temp Key']}"
+            for k, v in self.tls_info.items()
+        )
         lines.append(f"- TLS as negotiated (openssl s_client with the benchmark's flags): {tls}")
         lines.append("")
-        lines.append("| measure | aar | docker-registry | aar/peer | target (aar) | met | peer, earlier reference |")
+        lines.append(
+            "| measure | aar | docker-registry | aar/peer | target (aar) | met "
+            "| peer, earlier reference |"
+        )
         lines.append("|---|---:|---:|---:|---|---|---:|")
         for key, label, fmt, ref, target, check in rows:
             va = med(self.samples["aar"].get(key))
@@ -933,9 +1093,11 @@ class Bench:
             met = ""
             if check and va is not None and (ratio is not None or target.startswith("<")):
                 met = "yes" if check(ratio if ratio is not None else 0, va) else "**no**"
-            lines.append(f"| {label} | {fmtv(fmt, va)} | {fmtv(fmt, vp)} | "
-                         f"{'—' if ratio is None else f'{ratio:.2f}×'} | {target} | {met} | "
-                         f"{fmtv(fmt, REFERENCE[ref]) if ref else ''} |")
+            lines.append(
+                f"| {label} | {fmtv(fmt, va)} | {fmtv(fmt, vp)} | "
+                f"{'—' if ratio is None else f'{ratio:.2f}×'} | {target} | {met} | "
+                f"{fmtv(fmt, REFERENCE[ref]) if ref else ''} |"
+            )
         lines.append("")
         lines.append("## Samples (in run order)\n")
         for key, label, fmt, *_ in rows:
@@ -945,8 +1107,10 @@ class Bench:
                     lines.append(f"- {label}, {name}: " + ", ".join(fmtv(fmt, v) for v in vals))
         for kind, name in LABELS.items():
             if self.all_hwm[kind]:
-                lines.append(f"- VmHWM of every {name} process (MiB; upload-only instances, then the "
-                             "long-lived one): " + ", ".join(f"{k / 1024:.1f}" for k in self.all_hwm[kind]))
+                lines.append(
+                    f"- VmHWM of every {name} process (MiB; upload-only instances, then the "
+                    "long-lived one): " + ", ".join(f"{k / 1024:.1f}" for k in self.all_hwm[kind])
+                )
         lines.append("")
         lines.append("## Checks\n")
         lines += [f"- {c}" for c in self.checks]
@@ -966,8 +1130,8 @@ def fmtv(fmt, v):
     return "—" if v is None else fmt.format(v)
 
 
-def fmt_load(l):
-    return " ".join(f"{x:.2f}" for x in l)
+def fmt_load(loads):
+    return " ".join(f"{x:.2f}" for x in loads)
 
 
 def machine() -> str:
@@ -977,8 +1141,10 @@ def machine() -> str:
             model = line.split(":", 1)[1].strip()
             break
     mem = proc_mem_gib()
-    return (f"nproc {len(os.sched_getaffinity(0))}, {model}, {mem:.0f} GiB RAM, "
-            f"Linux {os.uname().release}")
+    return (
+        f"nproc {len(os.sched_getaffinity(0))}, {model}, {mem:.0f} GiB RAM, "
+        f"Linux {os.uname().release}"
+    )
 
 
 def proc_mem_gib() -> float:
@@ -988,26 +1154,25 @@ def proc_mem_gib() -> float:
     return 0.0
 
 
-def parse_wrk(text: str) -> dict:
-    m = re.search(r"^BENCH-WRK (.*)$", text, re.M)
-    if not m:
-        raise BenchError(f"no BENCH-WRK line in wrk output:\n{text[-800:]}")
-    return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--aar", default=str(HERE.parent / "target" / "release" / "aar"))
     ap.add_argument("--only", choices=["both", "aar", "peer"], default="both")
-    ap.add_argument("--size", type=int, default=GIB, help="test file size in bytes (default 1 GiB)")
+    ap.add_argument(
+        "--size", type=int, default=GIB, help="test file size in bytes (default 1 GiB)"
+    )
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk and s_time run")
     ap.add_argument("--parallel", type=int, default=4, help="clients in the parallel download")
     ap.add_argument("--wrk-threads", type=int, default=2)
     ap.add_argument("--wrk-connections", type=int, default=32)
     ap.add_argument("--workdir", required=True)
-    ap.add_argument("--quiet-wait", type=float, default=30,
-                    help="seconds to wait, before each timed run, for other processes to leave the CPUs")
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30,
+        help="seconds to wait, before each timed run, for other processes to leave the CPUs",
+    )
     ap.add_argument("--output", default=str(HERE / "results" / "latest.md"))
     ap.add_argument("--command", default="bench/run.sh")
     args = ap.parse_args()

@@ -10,115 +10,64 @@ What is measured (see bench/s3/README.md for the method):
 """
 
 import argparse
-import hashlib
 import json
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-CIPHER = "TLS_AES_128_GCM_SHA256"
+from benchlib import (
+    CIPHER,
+    BenchError,
+    Tls,
+    cpu_seconds,
+    free_port,
+    log,
+    popen,
+    proc_status_kib,
+    random_file,
+    run,
+    set_log_tag,
+    stop,
+    wait_port,
+    wait_quiet,
+    wrk,
+)
+
 ACCESS_KEY = "AKIAAARBENCH00000001"
-SECRET_KEY = "aarBenchSecretKey/000000000000000000000+"
+# The key pair of the loopback S3 servers the benchmark starts, nothing else.
+SECRET_KEY = "aarBenchSecretKey/000000000000000000000+"  # noqa: S105
 BUCKET = "aar0"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 QUIET_WAIT = [30]  # --quiet-wait, set in main()
-PAGE_MIB = 1 << 20
-
-
-class BenchError(Exception):
-    pass
-
-
-def log(msg: str) -> None:
-    print(f"[bench-s3] {msg}", file=sys.stderr, flush=True)
-
-
-def run(cmd, check=True, env=None, timeout=None, stdin_data=None):
-    cp = subprocess.run([str(c) for c in cmd], capture_output=True, env=env, timeout=timeout,
-                        input=stdin_data)
-    if check and cp.returncode != 0:
-        raise BenchError(f"{cmd[0]} failed ({cp.returncode}): {cp.stderr.decode()[-800:]}")
-    return cp
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise BenchError(f"nothing listens on port {port} after {timeout}s")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def loadavg() -> str:
-    return Path("/proc/loadavg").read_text().split()[0]
-
-
-def busy_share(seconds: float = 1.0) -> float:
-    """Share of all CPUs busy over `seconds` (before a run: other people's work)."""
-    def sample():
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(fields), fields[3] + fields[4]
-    total0, idle0 = sample()
-    time.sleep(seconds)
-    total1, idle1 = sample()
-    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+    return proc_status_kib(pid, "VmHWM") / 1024
 
 
 def quiet_wait(limit: float) -> str:
     """Waits (up to `limit` seconds) for the machine to be under 25% busy; returns the
     busy share seen last, for the report."""
-    deadline = time.time() + limit
-    share = busy_share()
-    while share > 0.25 and time.time() < deadline:
-        share = busy_share()
-    return f"{share * 100:.0f}%"
+    return f"{wait_quiet(limit) * 100:.0f}%"
 
 
 class Proc:
     def __init__(self, name: str, cmd, log_path: Path, env=None, stdout=None):
         self.name = name
         self.log = log_path
-        self.p = subprocess.Popen([str(c) for c in cmd], stdout=stdout or open(log_path, "ab"),
-                                  stderr=open(log_path, "ab"), env=env, stdin=subprocess.DEVNULL)
+        with open(log_path, "ab") as err, open(log_path, "ab") as out:
+            self.p = popen(
+                cmd, stdout=stdout or out, stderr=err, env=env, stdin=subprocess.DEVNULL
+            )
 
     @property
     def pid(self) -> int:
         return self.p.pid
 
     def stop(self) -> None:
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+        stop(self.p)
 
     def tail(self) -> str:
         try:
@@ -127,61 +76,58 @@ class Proc:
             return ""
 
 
-class Tls:
-    """Client and peer certificates, wrk's OPENSSL_CONF and the client-certificate shim
-    (bench/client_cert_shim.c, compiled here; see bench/README.md for why)."""
-
-    def __init__(self, work: Path, helpers: Path):
-        self.dir = work / "tls"
-        self.dir.mkdir()
-        self.helpers = helpers
-        self.client_crt = self.dir / "client.crt"
-        self.client_key = self.dir / "client.key"
-        self.peer_crt = self.dir / "registry.crt"
-        self.peer_key = self.dir / "registry.key"
-        self.conf = self.dir / "openssl-wrk.cnf"
-        self.shim = self.dir / "client_cert_shim.so"
-
-        def selfsigned(crt, key, cn, extra):
-            run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                 "-nodes", "-keyout", key, "-out", crt, "-days", "7", "-subj", f"/CN={cn}", *extra])
-
-        selfsigned(self.peer_crt, self.peer_key, "127.0.0.1",
-                   ["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                    "-addext", "extendedKeyUsage=serverAuth"])
-        selfsigned(self.client_crt, self.client_key, "aar-bench-client",
-                   ["-addext", "extendedKeyUsage=clientAuth"])
-        self.conf.write_text(
-            "openssl_conf = openssl_init\n[openssl_init]\nssl_conf = ssl_sect\n"
-            "[ssl_sect]\nsystem_default = system_default_sect\n[system_default_sect]\n"
-            f"MinProtocol = TLSv1.3\nCiphersuites = {CIPHER}\n")
-        run(["cc", "-O2", "-shared", "-fPIC", "-o", self.shim, helpers / "client_cert_shim.c", "-ldl"])
-
-    def wrk_env(self) -> dict:
-        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-        env.update(OPENSSL_CONF=str(self.conf), LD_PRELOAD=str(self.shim),
-                   BENCH_CLIENT_CERT=str(self.client_crt), BENCH_CLIENT_KEY=str(self.client_key))
-        return env
-
-    def curl(self, *args, out="/dev/null"):
-        """curl with the client certificate over TLS 1.3 / HTTP/1.1; returns
-        (status, time_total, headers text)."""
-        hdr = self.dir / "curl-headers.txt"
-        cp = run(["curl", "-sS", "-k", "--http1.1", "--tlsv1.3", "--cert", self.client_crt,
-                  "--key", self.client_key, "-o", out, "-D", hdr,
-                  "-w", "%{http_code} %{time_total}", *args], timeout=3600)
-        status, took = cp.stdout.decode().split()
-        return int(status), float(took), hdr.read_text(errors="replace")
+def curl(tls: Tls, *args, out="/dev/null"):
+    """curl with the client certificate over TLS 1.3 / HTTP/1.1; returns
+    (status, time_total, headers text)."""
+    hdr = tls.dir / "curl-headers.txt"
+    cp = run(
+        [
+            "curl",
+            "-sS",
+            "-k",
+            "--http1.1",
+            "--tlsv1.3",
+            "--cert",
+            tls.client_crt,
+            "--key",
+            tls.client_key,
+            "-o",
+            out,
+            "-D",
+            hdr,
+            "-w",
+            "%{http_code} %{time_total}",
+            *args,
+        ],
+        timeout=3600,
+    )
+    status, took = cp.stdout.decode().split()
+    return int(status), float(took), hdr.read_text(errors="replace")
 
 
-def wrk(tls: Tls, helpers: Path, url: str, args) -> dict:
-    cmd = ["wrk", f"-t{args.wrk_threads}", f"-c{args.wrk_connections}", f"-d{args.duration}s",
-           "--latency", "-s", helpers / "wrk_report.lua", url]
-    cp = run(cmd, env=tls.wrk_env(), timeout=args.duration + 60, check=False)
-    m = re.search(r"BENCH-WRK (.*)", cp.stdout.decode())
-    if cp.returncode != 0 or not m:
-        raise BenchError(f"wrk failed: {cp.stdout.decode()[-500:]} {cp.stderr.decode()[-500:]}")
-    res = {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+def timed_upload(server, expected: int, what: str, *curl_args) -> dict:
+    """The request that carries an upload's bytes, once the machine is quiet: curl's
+    time_total, the server's CPU time over it and its peak RSS after it."""
+    server.busy = quiet_wait(server.quiet)
+    cpu0 = cpu_seconds(server.proc.pid)
+    status, took, headers = curl(server.tls, *curl_args)
+    if status != expected:
+        raise BenchError(f"{what}: {status}\n{headers}\n{server.proc.tail()}")
+    return {
+        "seconds": took,
+        "cpu": cpu_seconds(server.proc.pid) - cpu0,
+        "rss": peak_rss_mib(server.proc.pid),
+    }
+
+
+def redirect_wrk(tls: Tls, url: str, args) -> dict:
+    res = wrk(
+        tls,
+        url,
+        threads=args.wrk_threads,
+        connections=args.wrk_connections,
+        duration=args.duration,
+    )
     res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
     errors = res["status"] + res["connect"] + res["read"] + res["write"] + res["timeout"]
     if errors:
@@ -189,21 +135,28 @@ def wrk(tls: Tls, helpers: Path, url: str, args) -> dict:
     return res
 
 
-def measure_redirects(label, tls, helpers, url, pid, args, results, checks):
+def measure_redirects(label, tls, url, pid, args, results, checks):
     # The answer must be a 307 to somewhere else; wrk counts only >= 400 as errors.
-    status, _, headers = tls.curl(url)
+    status, _, headers = curl(tls, url)
     if status != 307 or "location:" not in headers.lower():
         raise BenchError(f"{label}: expected a 307 with Location, got {status}\n{headers}")
-    checks.append(f"{label}: `GET /{url.split('//', 1)[1].split('/', 1)[1]}` answers 307 with a Location")
-    wrk(tls, helpers, url, argparse.Namespace(**{**vars(args), "duration": 2}))  # warm-up
+    checks.append(
+        f"{label}: `GET /{url.split('//', 1)[1].split('/', 1)[1]}` answers 307 with a Location"
+    )
+    redirect_wrk(tls, url, argparse.Namespace(**{**vars(args), "duration": 2}))  # warm-up
     load = quiet_wait(args.quiet_wait)
     before = cpu_seconds(pid)
-    res = wrk(tls, helpers, url, args)
+    res = redirect_wrk(tls, url, args)
     cpu = cpu_seconds(pid) - before
-    results.append({
-        "what": f"redirects: {label}", "rps": res["rps"], "p99_ms": res["p99_us"] / 1000,
-        "cpu_us": cpu / res["requests"] * 1e6, "load": load,
-    })
+    results.append(
+        {
+            "what": f"redirects: {label}",
+            "rps": res["rps"],
+            "p99_ms": res["p99_us"] / 1000,
+            "cpu_us": cpu / res["requests"] * 1e6,
+            "load": load,
+        }
+    )
     log(f"{label}: {res['rps']:.0f} redirects/s, {cpu / res['requests'] * 1e6:.1f} µs CPU each")
 
 
@@ -216,39 +169,65 @@ class Aar:
         self.config.write_text(
             f"http:\n  addr: 127.0.0.1:{self.port}\n  limits:\n    max-image-size: 64GiB\n"
             f"    body-timeout: 5m\nstate-directory: {self.dir / 'state'}\n{storage}\n"
-            "log:\n  level: warn\n")
+            "log:\n  level: warn\n"
+        )
         run([binary, "trust", "add", tls.client_crt, "--publisher", "--config", self.config])
         self.proc = Proc(name, [binary, "serve", "--config", self.config], self.dir / "aar.log")
         try:
             wait_port(self.port, 60)
         except BenchError:
-            raise BenchError(f"{name} did not start:\n{self.proc.tail()}")
+            raise BenchError(f"{name} did not start:\n{self.proc.tail()}") from None
         self.tls = tls
         self.quiet = QUIET_WAIT[0]
         self.base = f"https://127.0.0.1:{self.port}"
 
     def upload(self, path: Path, digest: str, size: int) -> dict:
-        status, _, headers = self.tls.curl("-X", "POST", "-H", f"X-AAR-Digest: {digest}",
-                                           "-H", f"X-AAR-Size: {size}", f"{self.base}/1.0/uploads")
+        status, _, headers = curl(
+            self.tls,
+            "-X",
+            "POST",
+            "-H",
+            f"X-AAR-Digest: {digest}",
+            "-H",
+            f"X-AAR-Size: {size}",
+            f"{self.base}/1.0/uploads",
+        )
         if status != 201:
             raise BenchError(f"POST /1.0/uploads: {status}\n{headers}\n{self.proc.tail()}")
         location = re.search(r"(?im)^location:\s*(\S+)", headers).group(1)
-        self.busy = quiet_wait(self.quiet)
-        cpu0 = cpu_seconds(self.proc.pid)
-        status, took, headers = self.tls.curl("-X", "PATCH", "-H", "Upload-Offset: 0",
-                                              "-H", "Content-Type: application/octet-stream",
-                                              "-T", path, f"{self.base}{location}")
-        if status != 200:
-            raise BenchError(f"PATCH: {status}\n{headers}\n{self.proc.tail()}")
-        return {"seconds": took, "cpu": cpu_seconds(self.proc.pid) - cpu0,
-                "rss": peak_rss_mib(self.proc.pid)}
+        return timed_upload(
+            self,
+            200,
+            "PATCH",
+            "-X",
+            "PATCH",
+            "-H",
+            "Upload-Offset: 0",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "-T",
+            path,
+            f"{self.base}{location}",
+        )
 
     def publish(self, digest: str) -> str:
-        body = json.dumps({"version": 1, "manifest": "name: bench\ninstance-type: a2.3\n",
-                           "images": {"amd64": digest}})
-        status, _, headers = self.tls.curl("-X", "POST", "-H", "Content-Type: application/json",
-                                           "--data-binary", body,
-                                           f"{self.base}/1.0/applications/bench/versions")
+        body = json.dumps(
+            {
+                "version": 1,
+                "manifest": "name: bench\ninstance-type: a2.3\n",
+                "images": {"amd64": digest},
+            }
+        )
+        status, _, headers = curl(
+            self.tls,
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+            f"{self.base}/1.0/applications/bench/versions",
+        )
         if status != 201:
             raise BenchError(f"publish: {status}\n{headers}\n{self.proc.tail()}")
         return f"{self.base}/1.0/applications/bench/versions/1/images/amd64"
@@ -291,54 +270,57 @@ http:
 """)
         # It crashes at start while AWS_CA_BUNDLE is set (see bench/s3/README.md).
         env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-        self.proc = Proc("registry", ["docker-registry", "serve", config], self.dir / "registry.log", env=env)
+        self.proc = Proc(
+            "registry", ["docker-registry", "serve", config], self.dir / "registry.log", env=env
+        )
         try:
             wait_port(self.port, 30)
         except BenchError:
-            raise BenchError(f"docker-registry did not start:\n{self.proc.tail()}")
+            raise BenchError(f"docker-registry did not start:\n{self.proc.tail()}") from None
         self.tls = tls
         self.quiet = QUIET_WAIT[0]
         self.base = f"https://127.0.0.1:{self.port}"
 
     def upload(self, path: Path, digest: str) -> dict:
-        status, _, headers = self.tls.curl("-X", "POST", f"{self.base}/v2/bench/blobs/uploads/")
+        status, _, headers = curl(self.tls, "-X", "POST", f"{self.base}/v2/bench/blobs/uploads/")
         if status != 202:
             raise BenchError(f"registry POST upload: {status}\n{headers}\n{self.proc.tail()}")
         location = re.search(r"(?im)^location:\s*(\S+)", headers).group(1)
         if location.startswith("/"):
             location = self.base + location
         sep = "&" if "?" in location else "?"
-        self.busy = quiet_wait(self.quiet)
-        cpu0 = cpu_seconds(self.proc.pid)
-        status, took, headers = self.tls.curl("-X", "PUT", "-H", "Content-Type: application/octet-stream",
-                                              "-T", path, f"{location}{sep}digest={digest}")
-        if status != 201:
-            raise BenchError(f"registry PUT: {status}\n{headers}\n{self.proc.tail()}")
-        return {"seconds": took, "cpu": cpu_seconds(self.proc.pid) - cpu0,
-                "rss": peak_rss_mib(self.proc.pid)}
-
-
-def make_file(path: Path, size: int) -> str:
-    h = hashlib.sha256()
-    with open("/dev/urandom", "rb") as src, open(path, "wb") as out:
-        left = size
-        while left:
-            chunk = src.read(min(left, 8 << 20))
-            h.update(chunk)
-            out.write(chunk)
-            left -= len(chunk)
-    return "sha256:" + h.hexdigest()
+        return timed_upload(
+            self,
+            201,
+            "registry PUT",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "-T",
+            path,
+            f"{location}{sep}digest={digest}",
+        )
 
 
 def s3_section(endpoint: str, extra: str = "") -> str:
-    return (f"storage:\n  s3:\n    region: us-east-1\n    bucket: {BUCKET}\n    access-key: {ACCESS_KEY}\n"
-            f"    secret-access-key: {SECRET_KEY}\n    endpoint: {endpoint}\n    path-style: true\n{extra}")
+    return (
+        f"storage:\n  s3:\n    region: us-east-1\n    bucket: {BUCKET}\n"
+        f"    access-key: {ACCESS_KEY}\n    secret-access-key: {SECRET_KEY}\n"
+        f"    endpoint: {endpoint}\n    path-style: true\n{extra}"
+    )
 
 
 def upload_row(label, size, r, server):
     gib = size / (1 << 30)
-    return {"what": f"upload: {label}", "mbps": size / 1e6 / r["seconds"], "cpu_s_gib": r["cpu"] / gib,
-            "rss": r["rss"], "seconds": r["seconds"], "load": server.busy}
+    return {
+        "what": f"upload: {label}",
+        "mbps": size / 1e6 / r["seconds"],
+        "cpu_s_gib": r["cpu"] / gib,
+        "rss": r["rss"],
+        "seconds": r["seconds"],
+        "load": server.busy,
+    }
 
 
 def main() -> int:
@@ -350,37 +332,63 @@ def main() -> int:
     ap.add_argument("--moto", required=True)
     ap.add_argument("--moto-python", required=True)
     ap.add_argument("--aar", type=Path)
-    ap.add_argument("--helpers", type=Path, help="directory of client_cert_shim.c and wrk_report.lua")
+    ap.add_argument(
+        "--helpers", type=Path, help="directory of client_cert_shim.c and wrk_report.lua"
+    )
     ap.add_argument("--size", type=int, default=4 << 30, help="image size into s3s-fs")
-    ap.add_argument("--peer-size", type=int, default=1 << 30, help="image size into moto (held in RAM)")
+    ap.add_argument(
+        "--peer-size", type=int, default=1 << 30, help="image size into moto (held in RAM)"
+    )
     ap.add_argument("--duration", type=int, default=10)
-    ap.add_argument("--quiet-wait", type=int, default=30,
-                    help="wait up to S seconds before each timed run for the CPUs to be < 25%% busy")
+    ap.add_argument(
+        "--quiet-wait",
+        type=int,
+        default=30,
+        help="wait up to S seconds before each timed run for the CPUs to be < 25%% busy",
+    )
     ap.add_argument("--wrk-threads", type=int, default=2)
     ap.add_argument("--wrk-connections", type=int, default=32)
     ap.add_argument("--only", choices=["both", "aar", "peer"], default="both")
     ap.add_argument("--output", type=Path)
     args = ap.parse_args()
     QUIET_WAIT[0] = args.quiet_wait
+    set_log_tag("bench-s3", clock=False)
     work: Path = args.workdir
     helpers = args.helpers or args.repo / "bench"
     aar_bin = args.aar or args.repo / "target/release/aar"
     output = args.output or args.repo / "bench/s3/results/latest.md"
     for need in [helpers / "client_cert_shim.c", helpers / "wrk_report.lua"]:
         if not need.exists():
-            raise BenchError(f"{need} is missing: pass --helpers DIR (the directory of bench/run.sh)")
+            raise BenchError(
+                f"{need} is missing: pass --helpers DIR (the directory of bench/run.sh)"
+            )
     if args.only != "peer" and not aar_bin.exists():
         raise BenchError(f"{aar_bin} is missing: cargo build --release -p aar")
 
     tls = Tls(work, helpers)
+    tls.make()
     results, checks, procs = [], [], []
     try:
         # ---- the S3 servers ------------------------------------------------------
         s3_port = free_port()
         s3_root = work / "s3s"
         (s3_root / BUCKET).mkdir(parents=True)
-        s3 = Proc("s3s-fs", [args.s3s_fs, "--host", "127.0.0.1", "--port", s3_port, "--access-key",
-                             ACCESS_KEY, "--secret-key", SECRET_KEY, s3_root], work / "s3s-fs.log")
+        s3 = Proc(
+            "s3s-fs",
+            [
+                args.s3s_fs,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                s3_port,
+                "--access-key",
+                ACCESS_KEY,
+                "--secret-key",
+                SECRET_KEY,
+                s3_root,
+            ],
+            work / "s3s-fs.log",
+        )
         procs.append(s3)
         wait_port(s3_port)
         s3_endpoint = f"http://127.0.0.1:{s3_port}"
@@ -389,26 +397,43 @@ def main() -> int:
         if args.only in ("both", "peer") or args.peer_size:
             moto_port = free_port()
             env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-            moto = Proc("moto", [args.moto, "-H", "127.0.0.1", "-p", moto_port], work / "moto.log", env=env)
+            moto = Proc(
+                "moto", [args.moto, "-H", "127.0.0.1", "-p", moto_port], work / "moto.log", env=env
+            )
             procs.append(moto)
             wait_port(moto_port)
             moto_endpoint = f"http://127.0.0.1:{moto_port}"
-            run([args.moto_python, "-c",
-                 "import boto3,sys; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', "
-                 "aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3]).create_bucket(Bucket=sys.argv[4])",
-                 moto_endpoint, ACCESS_KEY, SECRET_KEY, BUCKET], env=env)
+            run(
+                [
+                    args.moto_python,
+                    "-c",
+                    "import boto3,sys; boto3.client('s3', endpoint_url=sys.argv[1], "
+                    "region_name='us-east-1', aws_access_key_id=sys.argv[2], "
+                    "aws_secret_access_key=sys.argv[3]).create_bucket(Bucket=sys.argv[4])",
+                    moto_endpoint,
+                    ACCESS_KEY,
+                    SECRET_KEY,
+                    BUCKET,
+                ],
+                env=env,
+            )
 
         if args.only in ("both", "aar"):
             # ---- upload into s3s-fs: throughput and peak RSS at --size ---------------
             big = work / "image.bin"
             log(f"writing {args.size} random bytes")
-            digest = make_file(big, args.size)
+            digest = random_file(big, args.size)
             aar = Aar(aar_bin, work, tls, "aar-presign", s3_section(s3_endpoint))
             procs.append(aar.proc)
             log("aar: uploading into s3s-fs")
             up = aar.upload(big, digest, args.size)
-            results.append(upload_row(f"aar → s3s-fs, {args.size / (1 << 30):.2f} GiB", args.size, up, aar))
-            checks.append(f"aar's upload of {args.size} bytes completed with its SHA-256 verified (200, complete)")
+            results.append(
+                upload_row(f"aar → s3s-fs, {args.size / (1 << 30):.2f} GiB", args.size, up, aar)
+            )
+            checks.append(
+                f"aar's upload of {args.size} bytes completed with its SHA-256 verified "
+                "(200, complete)"
+            )
             url = aar.publish(digest)
             big.unlink()
             s3obj = s3_root / BUCKET / "blobs/sha256" / digest.split(":")[1]
@@ -418,42 +443,81 @@ def main() -> int:
             if records:
                 raise BenchError(f"upload records left in the bucket: {records}")
             checks.append("the blob in s3s-fs has the uploaded size, and no upload record is left")
-            measure_redirects("aar, presigned S3 URL", tls, helpers, url, aar.proc.pid, args, results, checks)
+            measure_redirects(
+                "aar, presigned S3 URL", tls, url, aar.proc.pid, args, results, checks
+            )
             aar.proc.stop()
 
             # ---- CloudFront signed URLs -------------------------------------------
             key = work / "cloudfront.pem"
             run(["openssl", "genrsa", "-traditional", "-out", key, "2048"])
             indented = "".join(f"        {line}\n" for line in key.read_text().splitlines())
-            cf = Aar(aar_bin, work, tls, "aar-cloudfront", s3_section(
-                s3_endpoint,
-                "    cloudfront:\n      base-url: d111111abcdef8.cloudfront.net\n"
-                "      keypair-id: K2JCJMDEHXQW5F\n      duration: 1m\n      private-key: |\n" + indented))
+            cf = Aar(
+                aar_bin,
+                work,
+                tls,
+                "aar-cloudfront",
+                s3_section(
+                    s3_endpoint,
+                    "    cloudfront:\n      base-url: d111111abcdef8.cloudfront.net\n"
+                    "      keypair-id: K2JCJMDEHXQW5F\n      duration: 1m\n      private-key: |\n"
+                    + indented,
+                ),
+            )
             procs.append(cf.proc)
-            measure_redirects("aar, CloudFront signed URL", tls, helpers, url.replace(str(aar.port), str(cf.port)),
-                              cf.proc.pid, args, results, checks)
+            measure_redirects(
+                "aar, CloudFront signed URL",
+                tls,
+                url.replace(str(aar.port), str(cf.port)),
+                cf.proc.pid,
+                args,
+                results,
+                checks,
+            )
             cf.proc.stop()
 
         if moto_endpoint:
             small = work / "peer-image.bin"
             log(f"writing {args.peer_size} random bytes for the moto runs")
-            digest = make_file(small, args.peer_size)
+            digest = random_file(small, args.peer_size)
             if args.only in ("both", "aar"):
                 aar = Aar(aar_bin, work, tls, "aar-moto", s3_section(moto_endpoint))
                 procs.append(aar.proc)
                 up = aar.upload(small, digest, args.peer_size)
-                results.append(upload_row(f"aar → moto, {args.peer_size / (1 << 30):.2f} GiB", args.peer_size, up, aar))
+                results.append(
+                    upload_row(
+                        f"aar → moto, {args.peer_size / (1 << 30):.2f} GiB",
+                        args.peer_size,
+                        up,
+                        aar,
+                    )
+                )
                 url = aar.publish(digest)
-                measure_redirects("aar, presigned (moto)", tls, helpers, url, aar.proc.pid, args, results, checks)
+                measure_redirects(
+                    "aar, presigned (moto)", tls, url, aar.proc.pid, args, results, checks
+                )
                 aar.proc.stop()
             if args.only in ("both", "peer"):
                 reg = Registry(work, tls, moto_endpoint)
                 procs.append(reg.proc)
                 up = reg.upload(small, digest)
-                results.append(upload_row(f"docker-registry → moto, {args.peer_size / (1 << 30):.2f} GiB",
-                                          args.peer_size, up, reg))
-                measure_redirects("docker-registry, presigned (moto)", tls, helpers,
-                                  f"{reg.base}/v2/bench/blobs/{digest}", reg.proc.pid, args, results, checks)
+                results.append(
+                    upload_row(
+                        f"docker-registry → moto, {args.peer_size / (1 << 30):.2f} GiB",
+                        args.peer_size,
+                        up,
+                        reg,
+                    )
+                )
+                measure_redirects(
+                    "docker-registry, presigned (moto)",
+                    tls,
+                    f"{reg.base}/v2/bench/blobs/{digest}",
+                    reg.proc.pid,
+                    args,
+                    results,
+                    checks,
+                )
                 reg.proc.stop()
             small.unlink()
     finally:
@@ -470,22 +534,39 @@ def main() -> int:
 def render(args, results, checks) -> str:
     def ver(cmd):
         cp = run(cmd, check=False)
-        return (cp.stdout or cp.stderr).decode().strip().splitlines()[0] if (cp.stdout or cp.stderr) else "?"
+        return (
+            (cp.stdout or cp.stderr).decode().strip().splitlines()[0]
+            if (cp.stdout or cp.stderr)
+            else "?"
+        )
 
-    lines = [f"# aar S3 benchmark, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
-             f"`{args.command}` on {os.cpu_count()} CPUs; {ver(['docker-registry', '--version'])}; "
-             f"{ver(['wrk', '-v'])}; TLS 1.3 {CIPHER}, HTTP/1.1 keep-alive, client certificate; "
-             f"wrk -t{args.wrk_threads} -c{args.wrk_connections} -d{args.duration}s.", "",
-             "| redirects | answers/s | p99 ms | daemon CPU µs per redirect | CPUs busy before |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"# aar S3 benchmark, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        f"`{args.command}` on {os.cpu_count()} CPUs; {ver(['docker-registry', '--version'])}; "
+        f"{ver(['wrk', '-v'])}; TLS 1.3 {CIPHER}, HTTP/1.1 keep-alive, client certificate; "
+        f"wrk -t{args.wrk_threads} -c{args.wrk_connections} -d{args.duration}s.",
+        "",
+        "| redirects | answers/s | p99 ms | daemon CPU µs per redirect | CPUs busy before |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for r in results:
         if "rps" in r:
-            lines.append(f"| {r['what'][11:]} | {r['rps']:.0f} | {r['p99_ms']:.2f} | {r['cpu_us']:.1f} | {r['load']} |")
-    lines += ["", "| upload | MB/s | daemon CPU s/GiB | peak RSS MiB | seconds | CPUs busy before |", "|---|---:|---:|---:|---:|---:|"]
+            lines.append(
+                f"| {r['what'][11:]} | {r['rps']:.0f} | {r['p99_ms']:.2f} | "
+                f"{r['cpu_us']:.1f} | {r['load']} |"
+            )
+    lines += [
+        "",
+        "| upload | MB/s | daemon CPU s/GiB | peak RSS MiB | seconds | CPUs busy before |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
         if "mbps" in r:
-            lines.append(f"| {r['what'][8:]} | {r['mbps']:.0f} | {r['cpu_s_gib']:.2f} | {r['rss']:.0f} | "
-                         f"{r['seconds']:.1f} | {r['load']} |")
+            lines.append(
+                f"| {r['what'][8:]} | {r['mbps']:.0f} | {r['cpu_s_gib']:.2f} | {r['rss']:.0f} | "
+                f"{r['seconds']:.1f} | {r['load']} |"
+            )
     lines += ["", "Checks:", ""] + [f"- {c}" for c in checks] + [""]
     return "\n".join(lines)
 

@@ -15,32 +15,15 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 tools="$repo/target/bench-tools"
+tag="[bench-s3]"
+# shellcheck source=bench/lib.sh
+source "$here/../lib.sh"
 
-keep=0
-args=()
-for a in "$@"; do
-    case "$a" in
-        --keep-workdir) keep=1 ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) args+=("$a") ;;
-    esac
-done
+bench_args 12 "$@"
 command_line="bench/s3/run.sh${*:+ $*}"
-
-# ---- tools (idempotent) ------------------------------------------------------
-missing=()
-for pkg in docker-registry wrk curl openssl; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-done
-command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
-command -v python3 >/dev/null 2>&1 || missing+=(python3)
-python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
-if ((${#missing[@]})); then
-    echo "[bench-s3] installing ${missing[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >&2
-fi
+venv=()
+python3 -c 'import venv, ensurepip' 2>/dev/null || venv=(python3-venv)
+bench_packages "${venv[@]}"
 mkdir -p "$tools"
 if [[ ! -x "$tools/bin/s3s-fs" ]]; then
     echo "[bench-s3] building the S3 test server (s3s-fs 0.14.1) into $tools" >&2
@@ -59,35 +42,7 @@ fi
 moto_python="$(dirname "$(readlink -f "$moto")")/python3"
 [[ -x "$moto_python" ]] || moto_python="$(command -v python3)"
 
-# ---- work directory and cleanup ------------------------------------------------
-work="$(mktemp -d "${TMPDIR:-/var/tmp}/aar-bench-s3.XXXXXX")"
-py_pid=""
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM HUP
-    if [[ -n "$py_pid" ]] && kill -0 "$py_pid" 2>/dev/null; then
-        kill -TERM "$py_pid" 2>/dev/null || true
-        wait "$py_pid" 2>/dev/null || true
-    fi
-    # Backstop: any process still running with our work directory on its command line.
-    for p in /proc/[0-9]*; do
-        pid="${p#/proc/}"
-        if { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -qF "$work/"; then
-            kill -TERM "$pid" 2>/dev/null || true
-        fi
-    done
-    if ((keep)); then
-        echo "[bench-s3] work directory kept: $work" >&2
-    else
-        rm -rf "$work"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
-
-python3 "$here/bench_s3.py" --workdir "$work" --command "$command_line" \
+bench_workdir aar-bench-s3
+bench_python "$here/bench_s3.py" --workdir "$work" --command "$command_line" \
     --s3s-fs "$tools/bin/s3s-fs" --moto "$moto" --moto-python "$moto_python" \
-    --repo "$repo" "${args[@]}" &
-py_pid=$!
-wait "$py_pid"
+    --repo "$repo" "${args[@]}"

@@ -2,7 +2,7 @@
 //! abandoned multipart uploads, and interrupted deletes. Against s3s-fs on loopback,
 //! which lacks ListMultipartUploads (501): the backend must manage with its own records.
 
-mod s3_support;
+mod common;
 
 use aar::config::{S3Config, Secret};
 use aar::digest::Digest;
@@ -10,10 +10,13 @@ use aar::model::{ImageRef, VersionRecord};
 use aar::storage::s3::S3Storage;
 use aar::storage::{ByteStream, Storage, StorageError};
 use bytes::Bytes;
-use s3_support::*;
+use common::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+/// Sizes here index byte slices.
+const MIB: usize = common::MIB as usize;
 
 async fn open(server: &S3Server) -> Arc<dyn Storage> {
     let config = S3Config {
@@ -53,7 +56,7 @@ fn read_record(server: &S3Server, id: &str) -> serde_json::Value {
 async fn open_uploads_are_recorded_in_the_bucket_and_expiry_aborts_them() {
     let server = S3Server::start();
     let s = open(&server).await;
-    let data = pattern(17 * MIB, 1);
+    let data = pattern(1, 0, 17 * MIB);
     let state = s
         .create_upload(Digest::of(&data), data.len() as u64)
         .await
@@ -97,7 +100,7 @@ async fn an_upload_record_changed_elsewhere_is_never_overwritten() {
     let server = S3Server::start();
     let a = open(&server).await;
     let b = open(&server).await;
-    let data = pattern(30 * MIB, 2);
+    let data = pattern(2, 0, 30 * MIB);
     let digest = Digest::of(&data);
     let state = a.create_upload(digest, data.len() as u64).await.unwrap();
     // a: one part recorded, 1 MiB held in memory.

@@ -4,18 +4,21 @@
 //! serves the object from the S3 server, so the whole redirect chain runs end to end.
 //! Keys are made by `openssl` in PKCS#1 and PKCS#8 form.
 
-mod s3_support;
+mod common;
 
 use bytes::Bytes;
+use common::*;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use s3_support::*;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Sizes here index byte slices.
+const MIB: usize = common::MIB as usize;
 
 const KEYPAIR_ID: &str = "K2JCJMDEHXQW5F";
 
@@ -263,11 +266,13 @@ async fn signed_urls_verify_independently_and_the_edge_serves_them() {
             SECRET_KEY,
             &cloudfront_section(&edge.base_url(), &pair.private_pem, "1m"),
         );
-        let aar = Aar::prepare(&storage).start();
-        let image = pattern(9 * MIB + 5, pkcs8 as u64);
-        let digest = aar.publisher().upload(&image, 4 * MIB).await;
+        let aar = Daemon::s3(&storage).start();
+        let image = pattern(pkcs8 as u64, 0, 9 * MIB + 5);
+        let digest = aar.publisher().upload_in_pieces(&image, 4 * MIB).await;
         let app = if pkcs8 { "pkcs8" } else { "pkcs1" };
-        aar.publisher().publish(app, 1, &[("amd64", &digest)]).await;
+        aar.publisher()
+            .publish(app, Some(1), &manifest(app, &["s3"]), &[("amd64", &digest)])
+            .await;
 
         let asked_at = now();
         let r = aar
@@ -335,15 +340,23 @@ async fn signed_urls_expire_at_the_edge() {
     let s3 = S3Server::start();
     let pair = key_pair(keys.path(), false);
     let edge = Edge::start(pair.public_der.clone(), s3.client().await).await;
-    let aar = Aar::prepare(&s3_storage(
+    let aar = Daemon::s3(&s3_storage(
         &s3,
         SECRET_KEY,
         &cloudfront_section(&edge.base_url(), &pair.private_pem, "2s"),
     ))
     .start();
-    let digest = aar.publisher().upload(b"short-lived", 1 << 20).await;
+    let digest = aar
+        .publisher()
+        .upload_in_pieces(b"short-lived", 1 << 20)
+        .await;
     aar.publisher()
-        .publish("brief", 1, &[("amd64", &digest)])
+        .publish(
+            "brief",
+            Some(1),
+            &manifest("brief", &["s3"]),
+            &[("amd64", &digest)],
+        )
         .await;
     let url = aar
         .reader()
@@ -369,15 +382,23 @@ async fn base_url_with_or_without_scheme() {
         "d1dfsdfjmcefekdotjm.cloudfront.net",
         "https://d1dfsdfjmcefekdotjm.cloudfront.net/",
     ] {
-        let aar = Aar::prepare(&s3_storage(
+        let aar = Daemon::s3(&s3_storage(
             &s3,
             SECRET_KEY,
             &cloudfront_section(base, &pair.private_pem, "1m"),
         ))
         .start();
-        let digest = aar.publisher().upload(b"cdn image", 1 << 20).await;
+        let digest = aar
+            .publisher()
+            .upload_in_pieces(b"cdn image", 1 << 20)
+            .await;
         aar.publisher()
-            .publish("cdn", 1, &[("amd64", &digest)])
+            .publish(
+                "cdn",
+                Some(1),
+                &manifest("cdn", &["s3"]),
+                &[("amd64", &digest)],
+            )
             .await;
         let url = aar
             .reader()
@@ -410,14 +431,15 @@ fn a_bad_private_key_is_refused_by_config_check_and_at_start() {
     let keys = tempfile::tempdir().unwrap();
     let s3 = S3Server::start();
     let fake = "-----BEGIN RSA PRIVATE KEY-----\nTm90QVJlYWxLZXlTZWNyZXRQYXJ0\n-----END RSA PRIVATE KEY-----";
-    let mut aar = Aar::prepare(&s3_storage(
+    let mut aar = Daemon::s3(&s3_storage(
         &s3,
         SECRET_KEY,
         &cloudfront_section("d1.cloudfront.net", fake, "1m"),
-    ));
+    ))
+    .prepare();
     let check = Command::new(BIN)
         .args(["config", "check"])
-        .arg(&aar.config)
+        .arg(&aar.config_path)
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&check.stderr).into_owned();
@@ -434,14 +456,15 @@ fn a_bad_private_key_is_refused_by_config_check_and_at_start() {
     assert!(err.contains("not a readable RSA private key"), "{err}");
 
     let good = key_pair(keys.path(), false);
-    let valid = Aar::prepare(&s3_storage(
+    let valid = Daemon::s3(&s3_storage(
         &s3,
         SECRET_KEY,
         &cloudfront_section("d1.cloudfront.net", &good.private_pem, "1m"),
-    ));
+    ))
+    .prepare();
     let check = Command::new(BIN)
         .args(["config", "check"])
-        .arg(&valid.config)
+        .arg(&valid.config_path)
         .output()
         .unwrap();
     assert!(check.status.success(), "{check:?}");

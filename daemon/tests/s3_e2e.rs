@@ -3,27 +3,15 @@
 //! the server refuses once tampered with or expired, bad credentials at start, an S3
 //! outage and its recovery, and two daemons sharing one bucket.
 
-mod s3_support;
+mod common;
 
 use bytes::Bytes;
-use hyper::{Method, StatusCode};
-use s3_support::*;
+use common::*;
+use hyper::StatusCode;
 use std::time::{Duration, Instant};
 
-async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
-}
+/// Sizes here index byte slices.
+const MIB: usize = common::MIB as usize;
 
 fn image_path(name: &str, version: u32) -> String {
     format!("/1.0/applications/{name}/versions/{version}/images/amd64")
@@ -32,16 +20,21 @@ fn image_path(name: &str, version: u32) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_image_is_published_and_downloaded_through_the_redirect() {
     let s3 = S3Server::start();
-    let aar = Aar::prepare(&s3_storage(&s3, SECRET_KEY, "")).start();
+    let aar = Daemon::s3(&s3_storage(&s3, SECRET_KEY, "")).start();
     let info = aar.reader().get("/1.0").await;
     assert_eq!(info.metadata()["storage"], "s3");
 
     // Three parts of 8 MiB and a tail, sent in PATCHes that do not line up with them.
-    let image = pattern(27 * MIB + 333, 11);
-    let digest = aar.publisher().upload(&image, 5 * MIB + 1).await;
+    let image = pattern(11, 0, 27 * MIB + 333);
+    let digest = aar.publisher().upload_in_pieces(&image, 5 * MIB + 1).await;
     let published = aar
         .publisher()
-        .publish("game", 1, &[("amd64", &digest)])
+        .publish(
+            "game",
+            Some(1),
+            &manifest("game", &["s3"]),
+            &[("amd64", &digest)],
+        )
         .await;
     assert_eq!(
         published.status,
@@ -82,11 +75,21 @@ async fn multipart_image_is_published_and_downloaded_through_the_redirect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_and_expired_presigned_urls_are_refused() {
     let s3 = S3Server::start();
-    let aar = Aar::prepare(&s3_storage(&s3, SECRET_KEY, "    presign-duration: 4s\n")).start();
-    let one = aar.publisher().upload(b"first image", 1 << 20).await;
-    let two = aar.publisher().upload(b"second image", 1 << 20).await;
-    aar.publisher().publish("a", 1, &[("amd64", &one)]).await;
-    aar.publisher().publish("b", 1, &[("amd64", &two)]).await;
+    let aar = Daemon::s3(&s3_storage(&s3, SECRET_KEY, "    presign-duration: 4s\n")).start();
+    let one = aar
+        .publisher()
+        .upload_in_pieces(b"first image", 1 << 20)
+        .await;
+    let two = aar
+        .publisher()
+        .upload_in_pieces(b"second image", 1 << 20)
+        .await;
+    aar.publisher()
+        .publish("a", Some(1), &manifest("a", &["s3"]), &[("amd64", &one)])
+        .await;
+    aar.publisher()
+        .publish("b", Some(1), &manifest("b", &["s3"]), &[("amd64", &two)])
+        .await;
     let url = aar
         .reader()
         .get(&image_path("a", 1))
@@ -141,7 +144,7 @@ async fn tampered_and_expired_presigned_urls_are_refused() {
 fn a_wrong_secret_is_refused_at_start_in_one_clear_line() {
     let s3 = S3Server::start();
     let secret = "ThisIsNotTheRightSecretKeyForTheServer00";
-    let mut aar = Aar::prepare(&s3_storage(&s3, secret, ""));
+    let mut aar = Daemon::s3(&s3_storage(&s3, secret, "")).prepare();
     let err = aar.try_start().expect_err("started with a wrong secret");
     let line = err
         .lines()
@@ -164,7 +167,8 @@ fn a_wrong_secret_is_refused_at_start_in_one_clear_line() {
 fn a_missing_bucket_and_a_wrong_region_are_refused_at_start() {
     let s3 = S3Server::start();
     let storage = s3_storage(&s3, SECRET_KEY, "").replace("bucket: aar0", "bucket: nosuch");
-    let err = Aar::prepare(&storage)
+    let err = Daemon::s3(&storage)
+        .prepare()
         .try_start()
         .expect_err("started without a bucket");
     assert!(
@@ -175,10 +179,11 @@ fn a_missing_bucket_and_a_wrong_region_are_refused_at_start() {
     eprintln!("{}", err.lines().find(|l| l.starts_with("aar: ")).unwrap());
     assert!(err.contains("create it or fix storage.s3.bucket"), "{err}");
 
-    let err = Aar::prepare(&s3_storage(&s3, SECRET_KEY, "").replace(
+    let err = Daemon::s3(&s3_storage(&s3, SECRET_KEY, "").replace(
         "access-key: AKIAAARTESTKEY000001",
         "access-key: AKIAUNKNOWNKEY000000",
     ))
+    .prepare()
     .try_start()
     .expect_err("started with an unknown key");
     assert!(
@@ -215,7 +220,8 @@ fn a_missing_permission_is_named_at_start() {
         ("DeleteObject", "s3:DeleteObject", "arn:aws:s3:::aar0/*"),
     ] {
         let s3 = S3Server::start_denying(&[op]);
-        let err = Aar::prepare(&s3_storage(&s3, SECRET_KEY, ""))
+        let err = Daemon::s3(&s3_storage(&s3, SECRET_KEY, ""))
+            .prepare()
             .try_start()
             .expect_err(op);
         let line = err
@@ -239,7 +245,9 @@ fn a_missing_permission_is_named_at_start() {
     }
     // Nothing is left behind by the checks that failed half-way.
     let s3 = S3Server::start_denying(&["ListParts"]);
-    let _ = Aar::prepare(&s3_storage(&s3, SECRET_KEY, "")).try_start();
+    let _ = Daemon::s3(&s3_storage(&s3, SECRET_KEY, ""))
+        .prepare()
+        .try_start();
     assert!(s3.keys("").is_empty(), "{:?}", s3.keys(""));
 }
 
@@ -249,7 +257,8 @@ fn an_unreachable_endpoint_is_reported_at_start() {
     let storage = s3_storage(&s3, SECRET_KEY, "");
     s3.stop();
     let started = Instant::now();
-    let err = Aar::prepare(&storage)
+    let err = Daemon::s3(&storage)
+        .prepare()
         .try_start()
         .expect_err("started without S3");
     assert!(
@@ -278,18 +287,23 @@ async fn aws_ca_bundle_set_or_not_changes_nothing() {
         std::env::var("AWS_CA_BUNDLE").ok(),
     ];
     for (n, bundle) in bundles.iter().enumerate() {
-        let aar = Aar::prepare(&s3_storage(&s3, SECRET_KEY, ""))
+        let aar = Daemon::s3(&s3_storage(&s3, SECRET_KEY, ""))
             .env("AWS_CA_BUNDLE", bundle.as_deref())
             .start();
         let data = format!("image {n}").into_bytes();
-        let digest = aar.publisher().upload(&data, 1 << 20).await;
+        let digest = aar.publisher().upload_in_pieces(&data, 1 << 20).await;
         let r = aar
             .publisher()
-            .publish(&format!("app{n}"), 1, &[("amd64", &digest)])
+            .publish(
+                &format!("app{n}"),
+                Some(1),
+                &manifest(&format!("app{n}"), &["s3"]),
+                &[("amd64", &digest)],
+            )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{bundle:?}: {}", r.text());
         let url = aar.reader().get(&image_path(&format!("app{n}"), 1)).await;
-        let got = plain_get(url.header("location").unwrap(), &[]).await;
+        let got = plain_get(&url.header("location").unwrap(), &[]).await;
         assert_eq!(got.body, data, "{bundle:?}");
     }
 }
@@ -303,21 +317,27 @@ async fn an_https_endpoint_is_trusted_through_aws_ca_bundle() {
     let bundle = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(bundle.path(), s3.certificate.as_ref().unwrap()).unwrap();
 
-    let err = Aar::prepare(&s3_storage(&s3, SECRET_KEY, ""))
+    let err = Daemon::s3(&s3_storage(&s3, SECRET_KEY, ""))
         .env("AWS_CA_BUNDLE", None)
+        .prepare()
         .try_start()
         .expect_err("trusted a self-signed S3 endpoint");
     assert!(err.contains("GetBucketLocation"), "{err}");
     assert!(err.to_lowercase().contains("certificate"), "{err}");
 
-    let aar = Aar::prepare(&s3_storage(&s3, SECRET_KEY, ""))
+    let aar = Daemon::s3(&s3_storage(&s3, SECRET_KEY, ""))
         .env("AWS_CA_BUNDLE", bundle.path().to_str())
         .start();
-    let image = pattern(17 * MIB + 9, 21);
-    let digest = aar.publisher().upload(&image, 6 * MIB).await;
+    let image = pattern(21, 0, 17 * MIB + 9);
+    let digest = aar.publisher().upload_in_pieces(&image, 6 * MIB).await;
     let r = aar
         .publisher()
-        .publish("tls", 1, &[("amd64", &digest)])
+        .publish(
+            "tls",
+            Some(1),
+            &manifest("tls", &["s3"]),
+            &[("amd64", &digest)],
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     let stored = s3.object_path(&format!(
@@ -340,10 +360,18 @@ async fn an_https_endpoint_is_trusted_through_aws_ca_bundle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_outage_keeps_metadata_and_recovers() {
     let mut s3 = S3Server::start();
-    let aar = Aar::prepare(&s3_storage(&s3, SECRET_KEY, "    refresh-interval: 1s\n")).start();
-    let digest = aar.publisher().upload(b"before the outage", 1 << 20).await;
+    let aar = Daemon::s3(&s3_storage(&s3, SECRET_KEY, "    refresh-interval: 1s\n")).start();
+    let digest = aar
+        .publisher()
+        .upload_in_pieces(b"before the outage", 1 << 20)
+        .await;
     aar.publisher()
-        .publish("steady", 1, &[("amd64", &digest)])
+        .publish(
+            "steady",
+            Some(1),
+            &manifest("steady", &["s3"]),
+            &[("amd64", &digest)],
+        )
         .await;
 
     s3.stop();
@@ -360,7 +388,10 @@ async fn s3_outage_keeps_metadata_and_recovers() {
     assert_eq!(redirect.status, StatusCode::TEMPORARY_REDIRECT);
 
     let data = b"during the outage".to_vec();
-    let refused = aar.publisher().create_upload(&data).await;
+    let refused = aar
+        .publisher()
+        .create_upload(&digest_of(&data), data.len() as u64)
+        .await;
     assert_eq!(
         refused.status,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -374,7 +405,12 @@ async fn s3_outage_keeps_metadata_and_recovers() {
     );
     let publish = aar
         .publisher()
-        .publish("steady", 2, &[("amd64", &digest)])
+        .publish(
+            "steady",
+            Some(2),
+            &manifest("steady", &["s3"]),
+            &[("amd64", &digest)],
+        )
         .await;
     assert_eq!(
         publish.status,
@@ -387,15 +423,26 @@ async fn s3_outage_keeps_metadata_and_recovers() {
     let publisher = aar.publisher();
     assert!(
         eventually(Duration::from_secs(30), || async {
-            publisher.create_upload(&data).await.status == StatusCode::CREATED
+            (publisher
+                .create_upload(&digest_of(&data), data.len() as u64)
+                .await
+                .status
+                == StatusCode::CREATED)
+                .then_some(())
         })
-        .await,
+        .await
+        .is_some(),
         "uploads did not resume"
     );
-    let digest2 = aar.publisher().upload(&data, 1 << 20).await;
+    let digest2 = aar.publisher().upload_in_pieces(&data, 1 << 20).await;
     let r = aar
         .publisher()
-        .publish("steady", 2, &[("amd64", &digest2)])
+        .publish(
+            "steady",
+            Some(2),
+            &manifest("steady", &["s3"]),
+            &[("amd64", &digest2)],
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     assert!(
@@ -412,52 +459,62 @@ async fn s3_outage_keeps_metadata_and_recovers() {
 async fn two_daemons_share_a_bucket() {
     let s3 = S3Server::start();
     let storage = s3_storage(&s3, SECRET_KEY, "    refresh-interval: 1s\n");
-    let a = Aar::prepare(&storage).start();
-    let b = Aar::prepare(&storage).start();
-    let digest = a.publisher().upload(b"shared", 1 << 20).await;
+    let a = Daemon::s3(&storage).start();
+    let b = Daemon::s3(&storage).start();
+    let digest = a.publisher().upload_in_pieces(b"shared", 1 << 20).await;
     let r = a
         .publisher()
-        .publish("shared", 1, &[("amd64", &digest)])
+        .publish(
+            "shared",
+            Some(1),
+            &manifest("shared", &["s3"]),
+            &[("amd64", &digest)],
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
     let reader = b.reader();
     assert!(
         eventually(Duration::from_secs(10), || async {
-            reader.get("/1.0/applications/shared").await.status == StatusCode::OK
+            (reader.get("/1.0/applications/shared").await.status == StatusCode::OK).then_some(())
         })
-        .await,
+        .await
+        .is_some(),
         "b never saw a's version"
     );
     // b's upload of the same bytes finds the blob; its publish of the same number fails.
-    let again = b.publisher().create_upload(b"shared").await;
+    let again = b.publisher().create_upload(&digest_of(b"shared"), 6).await;
     assert_eq!(again.metadata()["complete"], true);
     let r = b
         .publisher()
-        .publish("shared", 1, &[("amd64", &digest)])
+        .publish(
+            "shared",
+            Some(1),
+            &manifest("shared", &["s3"]),
+            &[("amd64", &digest)],
+        )
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
     let r = b
         .publisher()
-        .publish("shared", 2, &[("amd64", &digest)])
+        .publish(
+            "shared",
+            Some(2),
+            &manifest("shared", &["s3"]),
+            &[("amd64", &digest)],
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     // A delete on b disappears from a.
-    let deleted = b
-        .publisher()
-        .request(
-            Method::DELETE,
-            "/1.0/applications/shared",
-            &[],
-            Bytes::new(),
-        )
-        .await;
+    let deleted = b.publisher().delete("/1.0/applications/shared").await;
     assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.text());
     let reader = a.reader();
     assert!(
         eventually(Duration::from_secs(10), || async {
-            reader.get("/1.0/applications/shared").await.status == StatusCode::NOT_FOUND
+            (reader.get("/1.0/applications/shared").await.status == StatusCode::NOT_FOUND)
+                .then_some(())
         })
-        .await,
+        .await
+        .is_some(),
         "a still lists the deleted application"
     );
 }

@@ -3,7 +3,7 @@
 //! must pass on both. "Not found", "already exists", offsets, digests, resumption and the
 //! bucket/directory being the source of truth look the same from either.
 
-mod s3_support;
+mod common;
 
 use aar::config::{S3Config, Secret};
 use aar::digest::Digest;
@@ -12,11 +12,14 @@ use aar::storage::fs::FsStorage;
 use aar::storage::s3::S3Storage;
 use aar::storage::{BlobBody, ByteStream, Storage, StorageError};
 use bytes::Bytes;
+use common::*;
 use futures_util::StreamExt;
-use s3_support::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+/// Sizes here index byte slices.
+const MIB: usize = common::MIB as usize;
 
 /// A backend under test, with what keeps its data alive, and a way to open a second
 /// instance on the same data (a restart, a new unit).
@@ -156,7 +159,7 @@ async fn upload_all(storage: &Arc<dyn Storage>, data: &[u8]) -> Digest {
 /// Larger than two S3 parts, appended in uneven PATCHes that end mid-part.
 async fn upload_in_pieces_then_read(b: Backend) {
     let s = &b.storage;
-    let data = pattern(19 * MIB + 12345, 1);
+    let data = pattern(1, 0, 19 * MIB + 12345);
     let digest = Digest::of(&data);
     let state = s.create_upload(digest, data.len() as u64).await.unwrap();
     assert!(!state.complete);
@@ -197,7 +200,7 @@ async fn small_and_empty_images(b: Backend) {
 
 async fn wrong_offset_is_refused_with_the_right_one(b: Backend) {
     let s = &b.storage;
-    let data = pattern(100_000, 2);
+    let data = pattern(2, 0, 100_000);
     let state = s
         .create_upload(Digest::of(&data), data.len() as u64)
         .await
@@ -215,7 +218,7 @@ async fn wrong_offset_is_refused_with_the_right_one(b: Backend) {
 
 async fn bytes_past_the_size_are_refused(b: Backend) {
     let s = &b.storage;
-    let data = pattern(5000, 3);
+    let data = pattern(3, 0, 5000);
     let state = s.create_upload(Digest::of(&data), 4000).await.unwrap();
     let err = s
         .append_upload(&state.id, 0, chunked(&data))
@@ -229,7 +232,7 @@ async fn bytes_past_the_size_are_refused(b: Backend) {
 
 async fn digest_mismatch_keeps_nothing(b: Backend) {
     let s = &b.storage;
-    let data = pattern(9 * MIB, 4);
+    let data = pattern(4, 0, 9 * MIB);
     let claimed = Digest::of(b"something else");
     let state = s.create_upload(claimed, data.len() as u64).await.unwrap();
     let err = s
@@ -252,7 +255,7 @@ async fn digest_mismatch_keeps_nothing(b: Backend) {
 /// upload resumes from the offset the backend reports.
 async fn interrupted_body_keeps_what_arrived(b: Backend) {
     let s = &b.storage;
-    let data = pattern(13 * MIB, 5);
+    let data = pattern(5, 0, 13 * MIB);
     let digest = Digest::of(&data);
     let state = s.create_upload(digest, data.len() as u64).await.unwrap();
     let cut = 9 * MIB;
@@ -280,7 +283,7 @@ async fn interrupted_body_keeps_what_arrived(b: Backend) {
 /// After a restart the upload is still there; the offset may have gone back to what was
 /// made durable (never forward), and resuming from it completes with the right digest.
 async fn upload_resumes_after_restart(b: Backend) {
-    let data = pattern(21 * MIB, 6);
+    let data = pattern(6, 0, 21 * MIB);
     let digest = Digest::of(&data);
     let state = b
         .storage
@@ -311,7 +314,7 @@ async fn upload_resumes_after_restart(b: Backend) {
 
 async fn aborted_and_unknown_uploads_are_not_found(b: Backend) {
     let s = &b.storage;
-    let data = pattern(10 * MIB, 7);
+    let data = pattern(7, 0, 10 * MIB);
     let state = s
         .create_upload(Digest::of(&data), data.len() as u64)
         .await
@@ -346,7 +349,7 @@ async fn aborted_and_unknown_uploads_are_not_found(b: Backend) {
 
 async fn idle_uploads_expire(b: Backend) {
     let s = &b.storage;
-    let data = pattern(1000, 8);
+    let data = pattern(8, 0, 1000);
     let state = s
         .create_upload(Digest::of(&data), data.len() as u64)
         .await
