@@ -70,11 +70,18 @@ async fn gc_never_collects_what_an_unreadable_record_references() {
         blob_path(&d, &kept).exists(),
         "GC deleted the image of an unreadable record"
     );
+    // Never a partial answer: AMS would delete version 1 if the lists went on without it.
     let p = d.publisher();
-    assert_eq!(
-        version_numbers(&p.get("/1.0/applications/broken").await.metadata()),
-        [2]
-    );
+    for path in ["/1.0/applications", "/1.0/applications/broken"] {
+        let r = p.get(path).await;
+        let message = r.expect_error(503);
+        assert!(message.contains("aar verify"), "{path}: {message}");
+        assert_eq!(r.header("retry-after").as_deref(), Some("5"), "{path}");
+    }
+    // The readable version stays available by its exact address.
+    p.get("/1.0/applications/broken/versions/2")
+        .await
+        .expect(200);
     assert!(
         d.stderr().contains("unreadable version record"),
         "{}",
@@ -96,6 +103,13 @@ async fn gc_never_collects_what_an_unreadable_record_references() {
     fs::remove_file(&record).unwrap();
     let (clean, report) = verify(&d, false);
     assert!(clean, "{report}");
+    // And the next index load answers in full again.
+    d.restart();
+    let p = d.publisher();
+    assert_eq!(
+        version_numbers(&p.get("/1.0/applications/broken").await.metadata()),
+        [2]
+    );
 }
 
 /// Publishes one version with `data` as its amd64 image; returns the image path.

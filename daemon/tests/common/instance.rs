@@ -80,6 +80,9 @@ storage:
 gc:
   interval: 1h
   upload-expiry: 24h
+# Tests run many daemons at once: none takes the default metrics port unless it asks.
+metrics:
+  addr: ""
 "#,
             state = state_dir.display(),
             root = root.display()
