@@ -153,7 +153,7 @@ pub async fn audit_writes(State(state): State<AppState>, request: Request, next:
     let fingerprint = request
         .extensions()
         .get::<Peer>()
-        .and_then(|p| p.fingerprint.clone());
+        .and_then(|p| p.fingerprint);
     let response = next.run(request).await;
     let status = response.status();
     let action = match (&method, route.as_ref().map(MatchedPath::as_str)) {

@@ -8,101 +8,45 @@ fn main() -> ExitCode {
         config: config_path,
         command,
     } = Cli::parse();
+    if let Command::Config(ConfigCommand::Check { file }) = &command {
+        return check(file);
+    }
+    let config = match load(config_path.as_deref()) {
+        Ok(config) => config,
+        Err(e) => return fail(format!("invalid configuration: {e}")),
+    };
+    // Every command but `serve` prints its own output; AAR_LOG still asks for logs.
+    let quiet = |config: &Config| init_tracing("off", config.log.format);
     match command {
-        Command::Config(ConfigCommand::Check { file }) => match config::load(&file)
-            .map_err(|e| e.to_string())
-            .and_then(|config| {
-                // What parsing cannot see: a CloudFront key that does not sign.
-                aar::daemon::check_storage(&config).map_err(|e| format!("{}: {e}", file.display()))
-            }) {
-            Ok(()) => {
-                println!("{}: valid", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(e),
-        },
-        Command::Serve => {
-            let config = match load(config_path.as_deref()) {
-                Ok(config) => config,
-                Err(e) => return fail(format!("invalid configuration: {e}")),
-            };
-            init_tracing(&config.log.level, config.log.format);
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            let served = runtime.block_on(aar::daemon::run(config, shutdown_signal(), |ready| {
-                println!(
-                    "aar {} serving https://{} (storage {}, server fingerprint {})",
-                    env!("CARGO_PKG_VERSION"),
-                    ready.addr,
-                    ready.storage,
-                    ready.fingerprint
-                );
-            }));
-            match served {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    fail(format!("{e:#}"))
-                }
-            }
-        }
+        Command::Config(_) => unreachable!("checked above"),
+        Command::Serve => serve(config),
         Command::Verify { repair } => {
-            let config = match load(config_path.as_deref()) {
-                Ok(config) => config,
-                Err(e) => return fail(format!("invalid configuration: {e}")),
-            };
-            // The report is the output; AAR_LOG still asks for logs.
-            init_tracing("off", config.log.format);
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            quiet(&config);
             let mut stdout = std::io::stdout().lock();
-            match runtime.block_on(aar::cli::verify::run(&config, repair, &mut stdout)) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
-                Err(e) => fail(format!("{e:#}")),
-            }
+            outcome(block_on(aar::cli::verify::run(
+                &config,
+                repair,
+                &mut stdout,
+            )))
         }
         Command::Backup { file, no_blobs } => {
-            let config = match load(config_path.as_deref()) {
-                Ok(config) => config,
-                Err(e) => return fail(format!("invalid configuration: {e}")),
-            };
-            init_tracing("off", config.log.format);
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            quiet(&config);
             // The archive may be on stdout: the summary goes to stderr.
             let mut report = std::io::stderr().lock();
-            match runtime.block_on(aar::cli::backup::run_backup(
-                &config,
-                &file,
-                !no_blobs,
-                &mut report,
-            )) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(format!("{e:#}")),
-            }
+            let taken = aar::cli::backup::run_backup(&config, &file, !no_blobs, &mut report);
+            outcome(block_on(taken).map(|()| true))
         }
         Command::Restore { file, force } => {
-            let config = match load(config_path.as_deref()) {
-                Ok(config) => config,
-                Err(e) => return fail(format!("invalid configuration: {e}")),
-            };
-            init_tracing("off", config.log.format);
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            quiet(&config);
             let mut report = std::io::stdout().lock();
-            match runtime.block_on(aar::cli::backup::run_restore(
+            outcome(block_on(aar::cli::backup::run_restore(
                 &config,
                 &file,
                 force,
                 &mut report,
-            )) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
-                Err(e) => fail(format!("{e:#}")),
-            }
+            )))
         }
         Command::Trust(command) => {
-            let config = match load(config_path.as_deref()) {
-                Ok(config) => config,
-                Err(e) => return fail(format!("invalid configuration: {e}")),
-            };
             // Only the audit trail of the change, so that the output stays the command's.
             init_tracing("off,aar::audit=info", config.log.format);
             let mut stdout = std::io::stdout().lock();
@@ -113,16 +57,63 @@ fn main() -> ExitCode {
             }
         }
         Command::Status { format } => {
-            let config = match load(config_path.as_deref()) {
-                Ok(config) => config,
-                Err(e) => return fail(format!("invalid configuration: {e}")),
-            };
             let mut stdout = std::io::stdout().lock();
             match aar::cli::status::run(&config, format, &mut stdout) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
         }
+    }
+}
+
+fn check(file: &std::path::Path) -> ExitCode {
+    let checked = config::load(file)
+        .map_err(|e| e.to_string())
+        .and_then(|config| {
+            // What parsing cannot see: a CloudFront key that does not sign.
+            aar::daemon::check_storage(&config).map_err(|e| format!("{}: {e}", file.display()))
+        });
+    match checked {
+        Ok(()) => {
+            println!("{}: valid", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    init_tracing(&config.log.level, config.log.format);
+    let served = block_on(aar::daemon::run(config, shutdown_signal(), |ready| {
+        println!(
+            "aar {} serving https://{} (storage {}, server fingerprint {})",
+            env!("CARGO_PKG_VERSION"),
+            ready.addr,
+            ready.storage,
+            ready.fingerprint
+        );
+    }));
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            fail(format!("{e:#}"))
+        }
+    }
+}
+
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Runtime::new()
+        .expect("tokio runtime")
+        .block_on(work)
+}
+
+/// `Ok(true)`: done and clean; `Ok(false)`: done, with findings the output reported.
+fn outcome(result: anyhow::Result<bool>) -> ExitCode {
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => fail(format!("{e:#}")),
     }
 }
 
