@@ -33,7 +33,7 @@ pub enum StorageError {
     #[error("upload {id} is being written by another request; retry when it has finished")]
     Busy { id: String },
     #[error(
-        "the upload holds {expected} bytes but the bytes sent start at {got}: resume from {expected}"
+        "the upload holds {expected} bytes but this append starts at offset {got}: resume from offset {expected}"
     )]
     OffsetMismatch { id: String, expected: u64, got: u64 },
     #[error("the upload declared {declared} bytes but more were sent")]
