@@ -3,7 +3,6 @@
 use crate::api::{self, AppState, Shared};
 use crate::config::{Config, StorageConfig};
 use crate::metrics::{self, RedirectKind};
-use crate::registry::Registry;
 use crate::storage::fs::FsStorage;
 use crate::storage::metered::Metered;
 use crate::storage::s3::S3Storage;
@@ -77,7 +76,7 @@ pub async fn run(
         config.http.tls.min_version,
         Arc::clone(&trust),
     )?);
-    let storage = open_storage(&config).await?;
+    let (storage, pending) = crate::startup::reach(&config).await?;
     let storage: Arc<dyn Storage> = Arc::new(Metered::new(storage, redirect_kind(&config)));
     if let Some(expiry) = identity
         .chain
@@ -86,9 +85,7 @@ pub async fn run(
     {
         metrics::global().server_certificate_expiry.set(expiry);
     }
-    let registry = Registry::open(storage)
-        .await
-        .context("loading the registry from storage")?;
+    let (registry, finisher) = crate::startup::open_registry(&config, storage, pending).await?;
     let listener = TcpListener::bind(config.http.addr)
         .await
         .with_context(|| format!("listening on http.addr {}", config.http.addr))?;
@@ -141,6 +138,9 @@ pub async fn run(
     )
     .await;
     collector.abort();
+    if let Some(finisher) = finisher {
+        finisher.abort();
+    }
     if let Some(metrics_listener) = metrics_listener {
         metrics_listener.abort();
     }

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod server;
+pub mod startup;
 pub mod storage;
 pub mod tls;
 pub mod trust;

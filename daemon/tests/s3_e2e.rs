@@ -251,26 +251,58 @@ fn a_missing_permission_is_named_at_start() {
     assert!(s3.keys("").is_empty(), "{:?}", s3.keys(""));
 }
 
-#[test]
-fn an_unreachable_endpoint_is_reported_at_start() {
+/// Storage unreachable at start is not an empty registry: the daemon serves, says why in
+/// its log, answers 503 with Retry-After to every read and write that needs the index,
+/// and once the bucket answers it serves everything that was published before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_bucket_at_start_answers_503_never_an_empty_list() {
     let mut s3 = S3Server::start();
     let storage = s3_storage(&s3, SECRET_KEY, "");
+    let mut aar = Daemon::s3(&storage).start();
+    let digest = aar.publisher().upload_in_pieces(b"published before", 1 << 20).await;
+    aar.publisher()
+        .publish("kept", Some(1), &manifest("kept", &["s3"]), &[("amd64", &digest)])
+        .await
+        .expect(201);
+    aar.stop_with("TERM");
+
     s3.stop();
     let started = Instant::now();
-    let err = Daemon::s3(&storage)
-        .prepare()
-        .try_start()
-        .expect_err("started without S3");
+    aar.restart();
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    let said = aar.stderr();
     assert!(
-        err.contains("storage.s3 bucket aar0 (region us-east-1): GetBucketLocation"),
-        "{err}"
+        said.contains("storage.s3 bucket aar0 (region us-east-1): GetBucketLocation")
+            && said.to_lowercase().contains("connect")
+            && said.contains("serving 503"),
+        "{said}"
     );
-    assert!(err.to_lowercase().contains("connect"), "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "{:?}",
-        started.elapsed()
-    );
+    for path in [
+        "/1.0/applications",
+        "/1.0/applications/kept",
+        "/1.0/applications/kept/versions/1",
+        "/1.0/applications/kept/versions/1/images/amd64",
+    ] {
+        let r = aar.reader().get(path).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {}", r.text());
+        assert!(r.header("retry-after").is_some(), "{path}");
+    }
+    let publish = aar
+        .publisher()
+        .publish("kept", Some(2), &manifest("kept", &["s3"]), &[("amd64", &digest)])
+        .await;
+    assert_eq!(publish.status, StatusCode::SERVICE_UNAVAILABLE, "{}", publish.text());
+
+    s3.resume();
+    let listed = eventually(Duration::from_secs(30), || async {
+        let r = aar.reader().get("/1.0/applications").await;
+        (r.status == StatusCode::OK).then(|| r.metadata())
+    })
+    .await
+    .expect("the registry answers once the bucket does");
+    assert_eq!(listed[0]["name"], "kept", "{listed}");
+    assert_eq!(listed[0]["latest_version"], 1, "{listed}");
+    assert!(aar.stderr().contains("the registry answers again"), "{}", aar.stderr());
 }
 
 /// `AWS_CA_BUNDLE` is set on this machine: the daemon must behave the same with it unset,

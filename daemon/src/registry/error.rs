@@ -19,6 +19,8 @@ pub enum RegistryError {
     Conflict(String),
     #[error("{records} stored version record(s) cannot be read, so the registry does not answer a list that would lack them (AMS would delete what is missing); the registry's log names them and `aar verify` reports them: restore or remove them")]
     Incomplete { records: usize },
+    #[error("the registry has not loaded its index from storage yet (storage has not been reachable since it started); retry shortly")]
+    NotLoaded,
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -51,7 +53,7 @@ impl RegistryError {
             }
             RegistryError::NotFound(_) => ErrorKind::NotFound,
             RegistryError::Conflict(_) => ErrorKind::Conflict,
-            RegistryError::Incomplete { .. } => ErrorKind::Unavailable,
+            RegistryError::Incomplete { .. } | RegistryError::NotLoaded => ErrorKind::Unavailable,
             RegistryError::Storage(err) => match err {
                 StorageError::NotFound(_) => ErrorKind::NotFound,
                 StorageError::AlreadyExists(_)

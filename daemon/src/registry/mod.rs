@@ -33,7 +33,7 @@ use crate::manifest;
 use crate::model::{self, VersionRecord};
 use crate::storage::{Cleanup, Storage, StorageError, StorageKind};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -50,6 +50,9 @@ struct Inner {
     /// listings are refused rather than answered without them: AMS deletes what
     /// vanishes from the registry, so a partial answer would be data loss on every client.
     unreadable: AtomicUsize,
+    /// Whether the index has been loaded from storage since start. Until it has, nothing
+    /// is answered from it: an index not loaded is not an empty registry.
+    loaded: AtomicBool,
     writes: tokio::sync::Mutex<()>,
 }
 
@@ -74,18 +77,41 @@ fn settings_of_legacy(record: &VersionRecord) -> model::VersionSettings {
 impl Registry {
     /// Cleans what a crash left behind, then indexes everything the storage holds.
     pub async fn open(storage: Arc<dyn Storage>) -> Result<Self, StorageError> {
-        let cleanup = storage.recover().await?;
-        if cleanup != Cleanup::default() {
-            tracing::info!(?cleanup, "removed leftovers of an interrupted run");
-        }
-        let registry = Registry(Arc::new(Inner {
+        let registry = Registry::unloaded(storage);
+        registry.start().await?;
+        Ok(registry)
+    }
+
+    /// A registry that answers nothing from its index until [`start`](Self::start)
+    /// succeeds: reads and writes get `Unavailable` (503) meanwhile.
+    pub fn unloaded(storage: Arc<dyn Storage>) -> Self {
+        Registry(Arc::new(Inner {
             storage,
             index: RwLock::default(),
             unreadable: AtomicUsize::new(0),
+            loaded: AtomicBool::new(false),
             writes: tokio::sync::Mutex::new(()),
-        }));
-        registry.reload().await?;
-        Ok(registry)
+        }))
+    }
+
+    /// Cleans what a crash left behind, then loads the index; from then on the registry
+    /// answers.
+    pub async fn start(&self) -> Result<(), StorageError> {
+        let cleanup = self.0.storage.recover().await?;
+        if cleanup != Cleanup::default() {
+            tracing::info!(?cleanup, "removed leftovers of an interrupted run");
+        }
+        self.reload().await?;
+        self.0.loaded.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn loaded(&self) -> Result<(), RegistryError> {
+        if self.0.loaded.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(RegistryError::NotLoaded)
+        }
     }
 
     /// Which backend holds the registry.
@@ -119,6 +145,10 @@ impl Registry {
     /// [`Storage::refresh_interval`]). Holds the write lock, so that a publish of this
     /// daemon is never lost between the listing and the swap; logs only changes.
     pub async fn refresh(&self) -> Result<(), StorageError> {
+        if self.loaded().is_err() {
+            // The first load is start's, after recovery.
+            return Ok(());
+        }
         let _writes = self.0.writes.lock().await;
         let loaded = self.read_index().await;
         let (index, unreadable) = self.storage_answered(loaded)?;
@@ -190,6 +220,7 @@ impl Registry {
     }
 
     fn complete(&self) -> Result<(), RegistryError> {
+        self.loaded()?;
         match self.0.unreadable.load(Ordering::Acquire) {
             0 => Ok(()),
             records => Err(RegistryError::Incomplete { records }),
@@ -206,6 +237,7 @@ impl Registry {
 
     pub fn version(&self, name: &str, version: u32) -> Result<Arc<VersionRecord>, RegistryError> {
         model::validate_name("application name", name)?;
+        self.loaded()?;
         let index = self.0.index.read().unwrap();
         index
             .get(name)

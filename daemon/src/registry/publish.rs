@@ -51,6 +51,8 @@ impl Registry {
         request: PublishRequest,
     ) -> Result<Arc<VersionRecord>, RegistryError> {
         model::validate_name("application name", name)?;
+        // Numbering and the existence checks read the index: not before it is loaded.
+        self.loaded()?;
         let PublishRequest {
             version,
             manifest: text,
@@ -164,6 +166,7 @@ impl Registry {
 
     async fn delete_application_now(&self, name: &str) -> Result<(), RegistryError> {
         model::validate_name("application name", name)?;
+        self.loaded()?;
         self.indexed(name)?;
         let inner = &self.0;
         let _writes = inner.writes.lock().await;

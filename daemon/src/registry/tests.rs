@@ -250,3 +250,38 @@ async fn no_list_is_answered_while_a_record_cannot_be_read() {
     assert_eq!(damaged.list(&[]).unwrap().len(), 2);
     assert_eq!(versions(&damaged, "game"), [1, 2]);
 }
+
+#[tokio::test]
+async fn nothing_is_answered_from_an_index_not_yet_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = {
+        let registry = open(dir.path()).await;
+        let image = upload(&registry, b"stored before the start").await;
+        registry
+            .publish("game", request("game", Some(1), image))
+            .await
+            .unwrap();
+        image
+    };
+
+    let registry = Registry::unloaded(storage(dir.path()));
+    let unavailable = |err: RegistryError| assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    unavailable(registry.list(&[]).unwrap_err());
+    unavailable(registry.application("game").unwrap_err());
+    unavailable(registry.version("game", 1).unwrap_err());
+    unavailable(registry.image("game", 1, "amd64").unwrap_err());
+    unavailable(
+        registry
+            .publish("game", request("game", None, image))
+            .await
+            .unwrap_err(),
+    );
+    unavailable(registry.delete_version("game", 1).await.unwrap_err());
+    unavailable(registry.delete_application("game").await.unwrap_err());
+    // A periodic refresh does not stand in for the start (recovery comes first).
+    registry.refresh().await.unwrap();
+    unavailable(registry.list(&[]).unwrap_err());
+
+    registry.start().await.unwrap();
+    assert_eq!(versions(&registry, "game"), [1]);
+}

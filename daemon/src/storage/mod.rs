@@ -8,6 +8,7 @@
 pub mod fs;
 pub mod metered;
 mod odirect_writer;
+pub mod pending;
 pub mod s3;
 mod sessions;
 

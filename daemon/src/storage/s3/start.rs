@@ -35,6 +35,14 @@ pub enum S3StartError {
     CloudFront(#[from] CloudFrontError),
 }
 
+impl S3StartError {
+    /// Whether trying again later can succeed (the endpoint unreachable, timed out,
+    /// throttled, answering 5xx), as opposed to a configuration the bucket refuses.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, S3StartError::Request { failure, .. } if failure.kind == Kind::Transient)
+    }
+}
+
 /// The region a GetBucketLocation answer names, when it names one: AWS answers nothing
 /// (or "") for us-east-1 and "EU" for eu-west-1; an S3-compatible store (a custom
 /// endpoint) that answers nothing may not speak of regions at all.
