@@ -56,7 +56,9 @@ pub async fn open_registry(
             "the index cannot be loaded from storage: serving 503 with Retry-After until it can; retrying"
         ),
         Err(StorageError::Unavailable(_)) => {}
-        Err(err) => return Err(anyhow::Error::new(err).context("loading the registry from storage")),
+        Err(err) => {
+            return Err(anyhow::Error::new(err).context("loading the registry from storage"))
+        }
     }
     let finisher = tokio::spawn(finish(config.clone(), pending, registry.clone()));
     Ok((registry, Some(finisher)))

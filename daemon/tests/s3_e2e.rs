@@ -259,9 +259,17 @@ async fn an_unreachable_bucket_at_start_answers_503_never_an_empty_list() {
     let mut s3 = S3Server::start();
     let storage = s3_storage(&s3, SECRET_KEY, "");
     let mut aar = Daemon::s3(&storage).start();
-    let digest = aar.publisher().upload_in_pieces(b"published before", 1 << 20).await;
+    let digest = aar
+        .publisher()
+        .upload_in_pieces(b"published before", 1 << 20)
+        .await;
     aar.publisher()
-        .publish("kept", Some(1), &manifest("kept", &["s3"]), &[("amd64", &digest)])
+        .publish(
+            "kept",
+            Some(1),
+            &manifest("kept", &["s3"]),
+            &[("amd64", &digest)],
+        )
         .await
         .expect(201);
     aar.stop_with("TERM");
@@ -269,7 +277,11 @@ async fn an_unreachable_bucket_at_start_answers_503_never_an_empty_list() {
     s3.stop();
     let started = Instant::now();
     aar.restart();
-    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
     let said = aar.stderr();
     assert!(
         said.contains("storage.s3 bucket aar0 (region us-east-1): GetBucketLocation")
@@ -284,14 +296,29 @@ async fn an_unreachable_bucket_at_start_answers_503_never_an_empty_list() {
         "/1.0/applications/kept/versions/1/images/amd64",
     ] {
         let r = aar.reader().get(path).await;
-        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {}", r.text());
+        assert_eq!(
+            r.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{path}: {}",
+            r.text()
+        );
         assert!(r.header("retry-after").is_some(), "{path}");
     }
     let publish = aar
         .publisher()
-        .publish("kept", Some(2), &manifest("kept", &["s3"]), &[("amd64", &digest)])
+        .publish(
+            "kept",
+            Some(2),
+            &manifest("kept", &["s3"]),
+            &[("amd64", &digest)],
+        )
         .await;
-    assert_eq!(publish.status, StatusCode::SERVICE_UNAVAILABLE, "{}", publish.text());
+    assert_eq!(
+        publish.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        publish.text()
+    );
 
     s3.resume();
     let listed = eventually(Duration::from_secs(30), || async {
@@ -302,7 +329,11 @@ async fn an_unreachable_bucket_at_start_answers_503_never_an_empty_list() {
     .expect("the registry answers once the bucket does");
     assert_eq!(listed[0]["name"], "kept", "{listed}");
     assert_eq!(listed[0]["latest_version"], 1, "{listed}");
-    assert!(aar.stderr().contains("the registry answers again"), "{}", aar.stderr());
+    assert!(
+        aar.stderr().contains("the registry answers again"),
+        "{}",
+        aar.stderr()
+    );
 }
 
 /// `AWS_CA_BUNDLE` is set on this machine: the daemon must behave the same with it unset,

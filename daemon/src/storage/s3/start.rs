@@ -38,8 +38,12 @@ pub enum S3StartError {
 impl S3StartError {
     /// Whether trying again later can succeed (the endpoint unreachable, timed out,
     /// throttled, answering 5xx), as opposed to a configuration the bucket refuses.
+    /// A TLS certificate the daemon does not trust is not waited out: the endpoint or
+    /// AWS_CA_BUNDLE has to change, so the daemon stops and says so.
     pub fn is_transient(&self) -> bool {
-        matches!(self, S3StartError::Request { failure, .. } if failure.kind == Kind::Transient)
+        matches!(self, S3StartError::Request { failure, .. }
+            if failure.kind == Kind::Transient
+                && !failure.detail.to_lowercase().contains("certificate"))
     }
 }
 
