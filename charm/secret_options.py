@@ -176,6 +176,6 @@ def _missing_section(place: tuple[str, ...], secret: SecretOption) -> str:
     )
 
 
-def ignored_notice(plain: str, option: str, secret_id: str) -> str:
+def ignored_notice(plain: str, option: str, secret_id: str, fix: str) -> str:
     """The log line for a plain setting a secret overrides (it names, never shows, it)."""
-    return f"{plain} is ignored: {option} {secret_id} sets it; the secret wins"
+    return f"{plain} is ignored: {option} {secret_id} sets it; the secret wins ({fix})"

@@ -191,7 +191,15 @@ class Options:
         token_secret = secrets.get(TOKEN_OPTION) or SecretOption(TOKEN_OPTION)
         if token_secret.is_set:
             if ua_token:
-                ignored.insert(0, ignored_notice("ua_token", TOKEN_OPTION, token_secret.id))
+                ignored.insert(
+                    0,
+                    ignored_notice(
+                        "ua_token",
+                        TOKEN_OPTION,
+                        token_secret.id,
+                        "juju config aar --reset ua_token",
+                    ),
+                )
             try:
                 ua_token = token_from(token_secret)
             except SecretProblem as e:
@@ -217,7 +225,9 @@ def _storage_ignored(storage_config: str, secret: SecretOption) -> list[str]:
         return []
     replaced = merged[1] if merged else []
     return [
-        f"storage_config's {ignored_notice(path, secret.option, secret.id)}" for path in replaced
+        "storage_config's "
+        + ignored_notice(path, secret.option, secret.id, "leave it out of storage_config")
+        for path in replaced
     ]
 
 

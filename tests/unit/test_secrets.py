@@ -145,11 +145,14 @@ def test_the_secret_wins_and_the_log_names_only_the_ignored_options(ctx, fake, c
     assert PLAIN_ACCESS_KEY not in rendered and "plainOldSecretValue" not in rendered
     assert fake.pro_record["token_sha256"] == hashlib.sha256(SECRET_TOKEN.encode()).hexdigest()
     logged = [line.message for line in ctx.juju_log]
-    assert f"ua_token is ignored: ua_token_secret {token.id} sets it; the secret wins" in logged
+    assert (
+        f"ua_token is ignored: ua_token_secret {token.id} sets it; the secret wins "
+        "(juju config aar --reset ua_token)"
+    ) in logged
     for key in ("access-key", "secret-access-key"):
         assert (
             f"storage_config's storage.s3.{key} is ignored: storage_secret {storage.id} "
-            "sets it; the secret wins"
+            "sets it; the secret wins (leave it out of storage_config)"
         ) in logged
     everything = "\n".join(logged + [r.getMessage() for r in caplog.records])
     for plain in (TOKEN, PLAIN_ACCESS_KEY, "plainOldSecretValue"):
