@@ -27,6 +27,7 @@ import ops
 import aar_ext
 import cos
 from actions import Actions
+from secret_options import STORAGE_OPTION, TOKEN_OPTION, SecretOption, unreadable
 from state import (
     ENDPOINTS,
     TOKEN_HINT,
@@ -109,6 +110,8 @@ class AarCharm(ops.CharmBase):
             ]
         # A collector that joins needs the data at once; nothing it sends changes it.
         events += [self.on[cos.RELATION].relation_joined, self.on[cos.RELATION].relation_changed]
+        # A user secret's new revision (juju update-secret) is read and applied at once.
+        events.append(self.on.secret_changed)
         for event in events:
             framework.observe(event, self._on_reconcile)
         framework.observe(self.on.stop, self._on_stop)
@@ -121,7 +124,29 @@ class AarCharm(ops.CharmBase):
     @functools.cached_property
     def _options(self) -> Options:
         """`juju config aar`, read once per dispatch: the one place the charm reads it."""
-        return Options.read(self.config, str(self.workload.paths.state_directory))
+        secrets = {option: self._read_secret(option) for option in (TOKEN_OPTION, STORAGE_OPTION)}
+        return Options.read(self.config, str(self.workload.paths.state_directory), secrets)
+
+    def _read_secret(self, option: str) -> SecretOption:
+        """The user secret a secret-typed option names: its latest content, or why not."""
+        secret_id = str(self.config.get(option) or "").strip()
+        if not secret_id:
+            return SecretOption(option)
+        try:
+            # refresh: a user secret's observer tracks the revision it last read; the
+            # operator's latest revision is the one meant.
+            content = self.model.get_secret(id=secret_id).get_content(refresh=True)
+        except ops.SecretNotFoundError:
+            return SecretOption(
+                option, secret_id, problem=unreadable(option, secret_id, self.app.name)
+            )
+        except ops.ModelError as e:
+            # Juju's own error (permission denied and the like): it has no content to show.
+            logger.warning("cannot read %s %s: %s", option, secret_id, e)
+            return SecretOption(
+                option, secret_id, problem=unreadable(option, secret_id, self.app.name)
+            )
+        return SecretOption(option, secret_id, content=dict(content))
 
     # -- reconcile: make the machine match the config and relations ----------------------
 
@@ -160,7 +185,7 @@ class AarCharm(ops.CharmBase):
         if running is None:
             return found
         found.trust_refused = self._reconcile_trust()
-        serving = bool(self._options.ua_token)
+        serving = self._token_lets_serve()
         if serving:
             restart = config_changed or binary_changed
             found.service_ready = self._run_service(running, restart=restart)
@@ -182,6 +207,17 @@ class AarCharm(ops.CharmBase):
         except WorkloadError as e:
             logger.warning("cannot read the daemon's version: %s", e)
         return changed
+
+    def _token_lets_serve(self) -> bool:
+        """Whether the token lets this unit serve: it is set, or kept in a secret that could
+        not be read this time while the registry already runs.
+
+        A revoked or emptied token secret blocks the unit but, like an invalid
+        storage_config, leaves a running registry serving; it never starts one.
+        """
+        if self._options.ua_token:
+            return True
+        return bool(self._options.token_invalid) and self.workload.is_running()
 
     def _attach_pro(self, *, retry_refused: bool) -> str:
         """Attach the machine to Ubuntu Pro with the token; why that failed, or "".
@@ -364,10 +400,13 @@ class AarCharm(ops.CharmBase):
         return address
 
     def _warn_deprecated_options(self) -> None:
-        """Say, when the operator acts, that `public_interface` has a replacement."""
+        """Say, when the operator acts, that `public_interface` has a replacement, and
+        which plain settings a secret overrides."""
         notice = public_interface_notice(self._options, self._location)
         if notice:
             logger.warning("%s", notice)
+        for ignored in self._options.ignored:
+            logger.warning("%s", ignored)
 
     def _publish(self, running: dict) -> None:
         """Put this unit's certificate, fingerprint, address and port in every relation."""
@@ -401,7 +440,7 @@ class AarCharm(ops.CharmBase):
         """Whether this unit is meant to run the daemon now (whether or not it does)."""
         return (
             not self._found.install_failed
-            and bool(self._options.ua_token)
+            and self._token_lets_serve()
             and not self._must_stand_down()
             and self._running_config() is not None
         )
@@ -449,7 +488,11 @@ class AarCharm(ops.CharmBase):
         """
         if self._found.install_failed:
             return [ops.BlockedStatus(self._found.install_failed)]
-        issues = [ops.BlockedStatus(self._options.invalid)] if self._options.invalid else []
+        issues = [
+            ops.BlockedStatus(message)
+            for message in (self._options.token_invalid, self._options.invalid)
+            if message
+        ]
         issues += self._pro_issues()
         if self._must_stand_down():
             return [*issues, ops.BlockedStatus(self._stand_down_message())]
@@ -461,13 +504,13 @@ class AarCharm(ops.CharmBase):
         issues += self._trust_issues()
         # An invalid config leaves the last good one running, so whether to serve depends
         # only on the token having been set.
-        if self._options.ua_token:
+        if self._token_lets_serve():
             issues += self._service_issues()
         return issues
 
     def _pro_issues(self) -> list[ops.StatusBase]:
         """No token, or the machine not (yet) attached to Ubuntu Pro with it."""
-        if self._options.config is None:
+        if self._options.config is None or self._options.token_invalid:
             return []
         token = self._options.ua_token
         if not token:

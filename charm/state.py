@@ -14,6 +14,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import aar_ext
+from secret_options import (
+    STORAGE_OPTION,
+    TOKEN_OPTION,
+    SecretOption,
+    SecretProblem,
+    ignored_notice,
+    merge_storage,
+    secret_path,
+    storage_values,
+    token_from,
+)
 
 ENDPOINTS = ("client", "publisher")
 # The AMS charm's endpoint for each of ours, as the Anbox Cloud docs relate them
@@ -45,20 +56,27 @@ class CharmConfig:
 
     @classmethod
     def validate(
-        cls, storage_config: str, port: object, location: str, state_directory: str
+        cls,
+        storage_config: str,
+        port: object,
+        location: str,
+        state_directory: str,
+        storage_secret: SecretOption | None = None,
     ) -> CharmConfig:
-        """Check the options the daemon reads; `InvalidConfig` carries the Blocked message."""
+        """Check the options the daemon reads; `InvalidConfig` carries the Blocked message.
+
+        With `storage_secret` set, its values are put into `storage_config` first.
+        """
         if not isinstance(port, int) or not 1 <= port <= 65535:
             raise InvalidConfig(
                 f"invalid port {port}: use a TCP port from 1 to 65535 (juju config aar port=3000)"
             )
+        if storage_secret is not None and storage_secret.is_set:
+            storage_config = _with_secret(storage_config, storage_secret, state_directory)
         try:
             storage = aar_ext.check_storage_config(storage_config, state_directory)
         except aar_ext.ConfigError as e:
-            raise InvalidConfig(
-                f"invalid storage_config: {e} (fix it with juju config aar -f config.yaml; "
-                "the registry keeps serving with its previous storage)"
-            ) from None
+            raise InvalidConfig(_invalid_storage(str(e))) from None
         return cls(
             storage_config=storage_config, storage=dict(storage), port=port, location=location
         )
@@ -78,6 +96,48 @@ class CharmConfig:
             raise InvalidConfig(f"cannot render the daemon's config: {e}") from None
 
 
+def _invalid_storage(error: str) -> str:
+    return (
+        f"invalid storage_config: {error} (fix it with juju config aar -f config.yaml; "
+        "the registry keeps serving with its previous storage)"
+    )
+
+
+def _with_secret(document: str, secret: SecretOption, state_directory: str) -> str:
+    """`document` with the storage secret's values in it, checked by the daemon's parser.
+
+    An error in what the secret supplied names the secret's key; any other is the daemon's
+    error on the document as the operator wrote it, so its line and column are theirs.
+    """
+    try:
+        values = storage_values(secret)
+        merged = merge_storage(document, values, secret)
+    except SecretProblem as e:
+        raise InvalidConfig(str(e)) from None
+    if merged is None:
+        return document  # not a YAML mapping: the daemon's parser says why
+    text, _ = merged
+    try:
+        aar_ext.check_storage_config(text, state_directory)
+        return text
+    except aar_ext.ConfigError as e:
+        merged_error = e
+    key = secret_path(merged_error.path, secret)
+    if key is not None:
+        raise InvalidConfig(
+            f"invalid {key} in {secret.option} {secret.id}: {merged_error.detail} (fix it "
+            f"with juju update-secret {secret.id} …)"
+        )
+    try:
+        aar_ext.check_storage_config(document, state_directory)
+    except aar_ext.ConfigError as e:
+        if e.path == merged_error.path:
+            raise InvalidConfig(_invalid_storage(str(e))) from None
+    # The document alone fails elsewhere (a key the secret supplies is missing from it):
+    # the merged document's lines are not the operator's, so only the key path is shown.
+    raise InvalidConfig(_invalid_storage(f"{merged_error.path}: {merged_error.detail}"))
+
+
 @dataclass(frozen=True)
 class Options:
     """`juju config aar`, read in one place, and the daemon's settings validated from it.
@@ -93,28 +153,82 @@ class Options:
     public_interface: str
     config: CharmConfig | None
     invalid: str = ""
+    # Why the token secret cannot be used; the token is then "" though one was configured.
+    token_invalid: str = ""
+    # Plain settings a secret overrides, to tell the operator (names only, never values).
+    ignored: tuple[str, ...] = ()
 
     @classmethod
-    def read(cls, options: Mapping[str, object], state_directory: str) -> Options:
-        """Read every option the charm uses; nothing else reads `juju config`."""
+    def read(
+        cls,
+        options: Mapping[str, object],
+        state_directory: str,
+        secrets: Mapping[str, SecretOption] | None = None,
+    ) -> Options:
+        """Read every option the charm uses; nothing else reads `juju config`.
+
+        `secrets` are the secret-typed options as the charm read them from Juju; a set one
+        wins over the plain option it stands for.
+        """
+        secrets = secrets or {}
         location = str(options.get("location") or "").strip()
+        storage_config = str(options.get("storage_config") or "")
+        storage_secret = secrets.get(STORAGE_OPTION) or SecretOption(STORAGE_OPTION)
         try:
             config = CharmConfig.validate(
-                str(options.get("storage_config") or ""),
+                storage_config,
                 options.get("port", 3000),
                 location,
                 state_directory,
+                storage_secret,
             )
             invalid = ""
         except InvalidConfig as e:
             config, invalid = None, str(e)
+        ignored = list(_storage_ignored(storage_config, storage_secret))
+        ua_token = str(options.get("ua_token") or "").strip()
+        token_invalid = ""
+        token_secret = secrets.get(TOKEN_OPTION) or SecretOption(TOKEN_OPTION)
+        if token_secret.is_set:
+            if ua_token:
+                ignored.insert(
+                    0,
+                    ignored_notice(
+                        "ua_token",
+                        TOKEN_OPTION,
+                        token_secret.id,
+                        "juju config aar --reset ua_token",
+                    ),
+                )
+            try:
+                ua_token = token_from(token_secret)
+            except SecretProblem as e:
+                ua_token, token_invalid = "", str(e)
         return cls(
-            ua_token=str(options.get("ua_token") or "").strip(),
+            ua_token=ua_token,
             location=location,
             public_interface=str(options.get("public_interface") or "").strip(),
             config=config,
             invalid=invalid,
+            token_invalid=token_invalid,
+            ignored=tuple(ignored),
         )
+
+
+def _storage_ignored(storage_config: str, secret: SecretOption) -> list[str]:
+    """The storage_config keys the storage secret overrides, as log lines."""
+    if not secret.is_set or secret.problem:
+        return []
+    try:
+        merged = merge_storage(storage_config, storage_values(secret), secret)
+    except SecretProblem:
+        return []
+    replaced = merged[1] if merged else []
+    return [
+        "storage_config's "
+        + ignored_notice(path, secret.option, secret.id, "leave it out of storage_config")
+        for path in replaced
+    ]
 
 
 def public_interface_notice(options: Options, address: str) -> str:
