@@ -1,14 +1,19 @@
-"""The operator's actions: trust a client by hand, list and revoke them, show the server.
+"""The operator's actions: trust a client by hand, list and revoke them, show the server,
+back the registry up and restore it.
 
-They change the trust store only, through the daemon's own `aar trust` (`workload.py`),
-and never restart or reconfigure the daemon: applying config is the reconcile's job. What
-they need from the charm (the running config, the advertised address) is passed in, so
-this module depends on the workload, never on the charm.
+The trust actions change the trust store only, through the daemon's own `aar trust`
+(`workload.py`), and never restart or reconfigure the daemon: applying config is the
+reconcile's job. `backup` runs `aar backup` beside the serving daemon; `restore` is the one
+action that stops the daemon, because `aar restore` needs it stopped, and starts it again.
+What they need from the charm (the running config, the advertised address) is passed in,
+so this module depends on the workload, never on the charm.
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
+from pathlib import Path
 
 import ops
 
@@ -36,6 +41,8 @@ class Actions(ops.Object):
         observe(charm.on.revoke_client_action, self._on_revoke_client)
         observe(charm.on.get_certificate_action, self._on_get_certificate)
         observe(charm.on.add_client_action, self._on_add_client)
+        observe(charm.on.backup_action, self._on_backup)
+        observe(charm.on.restore_action, self._on_restore)
 
     def _on_list_clients(self, event: ops.ActionEvent) -> None:
         revoked = bool(event.params.get("revoked", False))
@@ -124,3 +131,73 @@ class Actions(ops.Object):
             event.fail(str(e))
             return
         event.set_results({"fingerprint": info["fingerprint"], "role": role, "message": message})
+
+    def _on_backup(self, event: ops.ActionEvent) -> None:
+        blobs = not bool(event.params.get("no-blobs", False))
+        if self.running_config() is None:
+            event.fail("the registry is not configured yet, so there is nothing to back up")
+            return
+        given = str(event.params.get("path") or "").strip()
+        try:
+            if given:
+                path = _absolute(given)
+            else:
+                path = self.workload.new_backup_path(datetime.datetime.now(datetime.timezone.utc))
+            event.log(f"writing the backup to {path}")
+            summary = self.workload.backup(path, blobs=blobs)
+        except (ValueError, OSError, WorkloadError) as e:
+            event.fail(f"backup failed: {e}")
+            return
+        event.set_results({"path": str(path), "size": path.stat().st_size, "summary": summary})
+
+    def _on_restore(self, event: ops.ActionEvent) -> None:
+        force = bool(event.params.get("force", False))
+        try:
+            path = _absolute(str(event.params.get("path") or "").strip())
+        except ValueError as e:
+            event.fail(str(e))
+            return
+        if not path.is_file():
+            event.fail(
+                f"there is no backup file at {path} on this unit: copy it there first, "
+                "e.g. juju scp aar-0.backup aar/1:/tmp/"
+            )
+            return
+        if self.running_config() is None:
+            event.fail("the registry is not configured yet: check juju status aar")
+            return
+        was_running = self.workload.is_running()
+        if was_running:
+            event.log("stopping the registry to restore")
+            self.workload.stop()
+        failure = ""
+        report = ""
+        try:
+            report = self.workload.restore(path, force=force)
+        except WorkloadError as e:
+            failure = f"restore failed: {e}".replace("pass --force", "pass force=true")
+        finally:
+            if was_running:
+                event.log("starting the registry again")
+                try:
+                    self.workload.start()
+                except WorkloadError as e:
+                    failure = "; ".join(
+                        m for m in (failure, f"the registry did not start again: {e}") if m
+                    )
+        if failure:
+            event.fail(failure)
+            return
+        event.set_results({"summary": report})
+
+
+def _absolute(given: str) -> Path:
+    """The file an action parameter names; relative paths would depend on the charm's cwd."""
+    if not given:
+        raise ValueError("pass the backup file: path=/path/to/file.backup")
+    if given == "-":
+        raise ValueError("an action cannot stream a backup: pass a file on the unit as path")
+    path = Path(given)
+    if not path.is_absolute():
+        raise ValueError(f"path must be absolute (a file on the unit), not {given!r}")
+    return path

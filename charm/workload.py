@@ -14,6 +14,7 @@ All paths hang off `Paths.root`, which is `/` on a real machine. The end-to-end 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import hashlib
 import json
@@ -34,6 +35,10 @@ SERVICE = "aar"
 SYSROOT_ENV = "AAR_CHARM_SYSROOT"
 
 
+# A backup with fs storage reads and hashes every image; a large registry takes a while,
+# and a command cut short leaves no archive (backup) or only whole versions (restore).
+BACKUP_TIMEOUT = 6 * 3600
+
 # <linux/sockios.h>: an interface's primary IPv4 address, the one netifaces and `ip -4`
 # list first. Read with an ioctl so the charm needs neither a package nor `ip` on PATH.
 SIOCGIFADDR = 0x8915
@@ -50,6 +55,10 @@ class ConfigRejected(WorkloadError):
 
 class TrustError(WorkloadError):
     """`aar trust …` refused a change; the message is the daemon's."""
+
+
+class BackupError(WorkloadError):
+    """`aar backup` or `aar restore` failed; the message is the daemon's report."""
 
 
 class ProAttachError(WorkloadError):
@@ -85,6 +94,11 @@ class Paths:
     @property
     def state_directory(self) -> Path:
         return self.root / "var/lib/aar"
+
+    @property
+    def backup_directory(self) -> Path:
+        """Where the backup action writes when the operator names no file."""
+        return self.root / "var/lib/aar-backups"
 
     @property
     def charm_state(self) -> Path:
@@ -352,6 +366,45 @@ class Workload:
         result = self._aar("trust", "revoke", fingerprint, "--yes", check=False)
         if result.returncode != 0:
             raise TrustError(_strip_prefix(result.stderr))
+        return result.stdout.strip()
+
+    # -- backup --------------------------------------------------------------------------
+
+    def new_backup_path(self, now: datetime.datetime) -> Path:
+        """A file name for a backup taken at `now`, in a directory only root can read."""
+        directory = self.paths.backup_directory
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o700)
+        stem = f"aar-{now.astimezone(datetime.timezone.utc):%Y%m%dT%H%M%SZ}"
+        path, n = directory / f"{stem}.backup", 1
+        while path.exists():
+            path, n = directory / f"{stem}-{n}.backup", n + 1
+        return path
+
+    def backup(self, path: Path, *, blobs: bool = True) -> str:
+        """Write a backup to `path` with `aar backup`; return its summary.
+
+        Safe beside the serving daemon. The archive holds the server's private key; the
+        daemon writes it readable by root only and never prints the key.
+        """
+        args = ["backup", str(path)] + ([] if blobs else ["--no-blobs"])
+        result = self._aar(*args, check=False, timeout=BACKUP_TIMEOUT)
+        if result.returncode != 0:
+            raise BackupError(_strip_prefix(result.stderr or result.stdout))
+        # The summary goes to stderr (the archive may be on stdout).
+        return (result.stderr or "").strip()
+
+    def restore(self, path: Path, *, force: bool = False) -> str:
+        """Restore the backup at `path` with `aar restore`; return its report.
+
+        The daemon must be stopped first. A registry that already holds state is refused
+        unless `force`; a backup restored only in part (a version whose image is missing)
+        raises with the report, which names what was left out.
+        """
+        args = ["restore", str(path)] + (["--force"] if force else [])
+        result = self._aar(*args, check=False, timeout=BACKUP_TIMEOUT)
+        if result.returncode != 0:
+            raise BackupError(_strip_prefix(result.stderr or result.stdout))
         return result.stdout.strip()
 
     # -- network -------------------------------------------------------------------------
