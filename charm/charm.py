@@ -28,6 +28,7 @@ import aar_ext
 import cos
 from actions import Actions
 from secret_options import STORAGE_OPTION, TOKEN_OPTION, SecretOption, unreadable
+from snap_migration import SnapRegistry
 from state import (
     ENDPOINTS,
     TOKEN_HINT,
@@ -101,6 +102,7 @@ class AarCharm(ops.CharmBase):
         # The relation or unit this dispatch's event removes; nothing for other events.
         self._leaving = Leaving()
         self._stopped = False
+        self.snap = SnapRegistry(self.workload.paths)
         events = [
             self.on.install,
             self.on.config_changed,
@@ -204,10 +206,13 @@ class AarCharm(ops.CharmBase):
         if running is None:
             return found
         found.trust_refused = self._reconcile_trust()
-        serving = self._token_lets_serve()
+        replacing_snap = self._replacing_snap()
+        serving = self._token_lets_serve() and not replacing_snap
         if serving:
             restart = config_changed or binary_changed
             found.service_ready = self._run_service(running, restart=restart)
+        elif replacing_snap:
+            self.workload.stop()
         # Only a serving unit opens its port; a changed port closes the old one.
         self.unit.set_ports(*([running["port"]] if serving else []))
         self._publish(running)
@@ -221,6 +226,9 @@ class AarCharm(ops.CharmBase):
             or not self.workload.paths.binary.exists()
         ):
             changed = self.workload.install(self.charm_dir / "bin" / "aar")
+        # At every event, not only install and upgrade: a snap started again behind the
+        # charm's back must not hold the port, and a stop that failed is tried again.
+        self.snap.replace(*self._tls_paths())
         try:
             self.unit.set_workload_version(self.workload.version())
         except WorkloadError as e:
@@ -256,6 +264,20 @@ class AarCharm(ops.CharmBase):
             return str(e)
         logger.info("attached the machine to Ubuntu Pro")
         return ""
+
+    def _tls_paths(self) -> tuple[Path, Path]:
+        """The daemon's server certificate and key: as configured, else its defaults."""
+        running = self._running_config()
+        if running is None:
+            # The port has no bearing on the paths.
+            state_directory = str(self.workload.paths.state_directory)
+            running = aar_ext.describe_config(aar_ext.render_config(state_directory, 3000, "", []))
+        return Path(running["certificate"]), Path(running["key"])
+
+    def _replacing_snap(self) -> bool:
+        """The official charm's snap is still installed (stopped): nothing is served until
+        the operator removes it, rather than an empty registry in its place."""
+        return self.snap.replaced() is not None
 
     def _storage(self) -> dict:
         """The storage in force; with an invalid config, that of the config still running."""
@@ -527,6 +549,7 @@ class AarCharm(ops.CharmBase):
             not self._found.install_failed
             and self._token_lets_serve()
             and not self._must_stand_down()
+            and not self._replacing_snap()
             and self._running_config() is not None
         )
 
@@ -579,6 +602,9 @@ class AarCharm(ops.CharmBase):
             if message
         ]
         issues += self._pro_issues()
+        replaced = self.snap.replaced()
+        if replaced is not None:
+            issues.append(ops.BlockedStatus(self._snap_message(replaced.left)))
         if self._must_stand_down():
             return [*issues, ops.BlockedStatus(self._stand_down_message())]
         if self._found.config_refused:
@@ -589,7 +615,7 @@ class AarCharm(ops.CharmBase):
         issues += self._trust_issues()
         # An invalid config leaves the last good one running, so whether to serve depends
         # only on the token having been set.
-        if self._token_lets_serve():
+        if self._token_lets_serve() and replaced is None:
             issues += self._service_issues()
         return issues
 
@@ -634,6 +660,13 @@ class AarCharm(ops.CharmBase):
             f"standby: fs data is on {owner}; configure S3 storage to serve from every unit "
             "(juju config aar -f config.yaml) or remove this one "
             f"(juju remove-unit {self.unit.name})"
+        )
+
+    def _snap_message(self, left: list[str]) -> str:
+        return (
+            "replaced the aar snap (stopped, disabled), not serving; not carried over: "
+            f"{'; '.join(left)}; then remove it: juju exec --unit {self.unit.name} -- "
+            "sudo snap remove aar (docs/charm.md: Migrating)"
         )
 
     def _trust_issues(self) -> list[ops.StatusBase]:
