@@ -28,6 +28,7 @@ import aar_ext
 import cos
 from actions import Actions
 from secret_options import STORAGE_OPTION, TOKEN_OPTION, SecretOption, unreadable
+from snap_migration import SnapRegistry
 from state import (
     ENDPOINTS,
     TOKEN_HINT,
@@ -43,6 +44,14 @@ from state import (
 from workload import ConfigRejected, TrustError, Workload, WorkloadError
 
 logger = logging.getLogger(__name__)
+
+PEERS = "aar-peers"
+# In the peer relation's application data: the unit whose machine holds the filesystem
+# storage. Written by the leader when there is none, then changed only when that unit has
+# left and another holds the data (a restored backup or the Juju storage attached there).
+DATA_OWNER = "data-owner"
+# What may sit in an otherwise empty storage root: a freshly made ext4 volume's directory.
+EMPTY_VOLUME = {"lost+found"}
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,7 @@ class AarCharm(ops.CharmBase):
         # The relation or unit this dispatch's event removes; nothing for other events.
         self._leaving = Leaving()
         self._stopped = False
+        self.snap = SnapRegistry(self.workload.paths)
         events = [
             self.on.install,
             self.on.config_changed,
@@ -108,6 +118,13 @@ class AarCharm(ops.CharmBase):
                 self.on[endpoint].relation_departed,
                 self.on[endpoint].relation_broken,
             ]
+        # The data owner arrives, or leaves, through the peer relation.
+        events += [
+            self.on[PEERS].relation_created,
+            self.on[PEERS].relation_joined,
+            self.on[PEERS].relation_changed,
+            self.on[PEERS].relation_departed,
+        ]
         # A collector that joins needs the data at once; nothing it sends changes it.
         events += [self.on[cos.RELATION].relation_joined, self.on[cos.RELATION].relation_changed]
         # A user secret's new revision (juju update-secret) is read and applied at once.
@@ -177,7 +194,11 @@ class AarCharm(ops.CharmBase):
             self._warn_deprecated_options()
         retry_refused = isinstance(event, ops.UpdateStatusEvent)
         found.pro_refused = self._attach_pro(retry_refused=retry_refused)
+        self._record_data_owner()
         if self._must_stand_down():
+            # The config is written all the same so that `aar restore` can run here when
+            # the data's unit is lost (docs/charm.md, "Several units").
+            found.config_refused, _ = self._write_config()
             self._stand_down()
             return found
         found.config_refused, config_changed = self._write_config()
@@ -185,10 +206,13 @@ class AarCharm(ops.CharmBase):
         if running is None:
             return found
         found.trust_refused = self._reconcile_trust()
-        serving = self._token_lets_serve()
+        replacing_snap = self._replacing_snap()
+        serving = self._token_lets_serve() and not replacing_snap
         if serving:
             restart = config_changed or binary_changed
             found.service_ready = self._run_service(running, restart=restart)
+        elif replacing_snap:
+            self.workload.stop()
         # Only a serving unit opens its port; a changed port closes the old one.
         self.unit.set_ports(*([running["port"]] if serving else []))
         self._publish(running)
@@ -202,6 +226,9 @@ class AarCharm(ops.CharmBase):
             or not self.workload.paths.binary.exists()
         ):
             changed = self.workload.install(self.charm_dir / "bin" / "aar")
+        # At every event, not only install and upgrade: a snap started again behind the
+        # charm's back must not hold the port, and a stop that failed is tried again.
+        self.snap.replace(*self._tls_paths())
         try:
             self.unit.set_workload_version(self.workload.version())
         except WorkloadError as e:
@@ -238,17 +265,97 @@ class AarCharm(ops.CharmBase):
         logger.info("attached the machine to Ubuntu Pro")
         return ""
 
-    def _must_stand_down(self) -> bool:
-        """Filesystem storage serves from the leader only: whether this unit must not.
+    def _tls_paths(self) -> tuple[Path, Path]:
+        """The daemon's server certificate and key: as configured, else its defaults."""
+        running = self._running_config()
+        if running is None:
+            # The port has no bearing on the paths.
+            state_directory = str(self.workload.paths.state_directory)
+            running = aar_ext.describe_config(aar_ext.render_config(state_directory, 3000, "", []))
+        return Path(running["certificate"]), Path(running["key"])
 
-        With an invalid config, the storage is that of the config still running.
-        """
+    def _replacing_snap(self) -> bool:
+        """The official charm's snap is still installed (stopped): nothing is served until
+        the operator removes it, rather than an empty registry in its place."""
+        return self.snap.replaced() is not None
+
+    def _storage(self) -> dict:
+        """The storage in force; with an invalid config, that of the config still running."""
         config = self._options.config
         if config is not None:
-            storage = config.storage
-        else:
-            storage = (self._running_config() or {}).get("storage", {"kind": "fs"})
-        return storage.get("kind") != "s3" and not self.unit.is_leader()
+            return config.storage
+        return (self._running_config() or {}).get("storage", {"kind": "fs"})
+
+    def _filesystem_storage(self) -> bool:
+        return self._storage().get("kind") != "s3"
+
+    def _data_owner(self) -> str:
+        """The unit recorded as holding the filesystem storage, or "" (none yet, or no
+        peer relation yet)."""
+        relation = self.model.get_relation(PEERS)
+        if relation is None:
+            return ""
+        return relation.data[self.app].get(DATA_OWNER, "")
+
+    def _owner_lost(self) -> bool:
+        """The recorded owner is another unit that is no longer in the application."""
+        owner = self._data_owner()
+        relation = self.model.get_relation(PEERS)
+        if not owner or owner == self.unit.name or relation is None:
+            return False
+        present = {unit.name for unit in relation.units}
+        if self._leaving.departing and self._leaving.departing[0] == relation.id:
+            present.discard(self._leaving.departing[1])
+        return owner not in present
+
+    def _holds_data(self) -> bool:
+        """Whether this machine's storage root holds a registry (a restored backup, or the
+        Juju storage volume attached here)."""
+        root = Path(
+            self._storage().get("root_directory") or self.workload.paths.state_directory / "data"
+        )
+        try:
+            return any(entry.name not in EMPTY_VOLUME for entry in root.iterdir())
+        except OSError:
+            return False
+
+    def _record_data_owner(self) -> None:
+        """The leader names the unit that holds the filesystem storage, once.
+
+        The first leader to see no owner is the owner: it is the unit that served before
+        the peer relation existed. Leadership moving later changes nothing (the data stays
+        on that machine). Only when the owner has left and this unit holds a registry
+        itself does the record move here; without the data it stays and the status says
+        what to do.
+        """
+        relation = self.model.get_relation(PEERS)
+        if relation is None or not self.unit.is_leader() or not self._filesystem_storage():
+            return
+        owner = relation.data[self.app].get(DATA_OWNER, "")
+        if not owner:
+            relation.data[self.app][DATA_OWNER] = self.unit.name
+            logger.info("the filesystem storage is on %s: it serves", self.unit.name)
+        elif self._owner_lost() and self._holds_data():
+            relation.data[self.app][DATA_OWNER] = self.unit.name
+            logger.warning(
+                "%s, which held the filesystem storage, has left; %s holds a registry and "
+                "serves from now on",
+                owner,
+                self.unit.name,
+            )
+
+    def _must_stand_down(self) -> bool:
+        """Filesystem storage serves from one unit only: whether this unit is not it.
+
+        That unit is the recorded data owner, leader or not; before one is recorded (no
+        peer relation yet), the leader, which is about to be recorded.
+        """
+        if not self._filesystem_storage():
+            return False
+        owner = self._data_owner()
+        if not owner:
+            return not self.unit.is_leader()
+        return owner != self.unit.name
 
     def _stand_down(self) -> None:
         """Stop serving: no service, no open port, nothing in the relations for AMS."""
@@ -442,6 +549,7 @@ class AarCharm(ops.CharmBase):
             not self._found.install_failed
             and self._token_lets_serve()
             and not self._must_stand_down()
+            and not self._replacing_snap()
             and self._running_config() is not None
         )
 
@@ -494,6 +602,9 @@ class AarCharm(ops.CharmBase):
             if message
         ]
         issues += self._pro_issues()
+        replaced = self.snap.replaced()
+        if replaced is not None:
+            issues.append(ops.BlockedStatus(self._snap_message(replaced.left)))
         if self._must_stand_down():
             return [*issues, ops.BlockedStatus(self._stand_down_message())]
         if self._found.config_refused:
@@ -504,7 +615,7 @@ class AarCharm(ops.CharmBase):
         issues += self._trust_issues()
         # An invalid config leaves the last good one running, so whether to serve depends
         # only on the token having been set.
-        if self._token_lets_serve():
+        if self._token_lets_serve() and replaced is None:
             issues += self._service_issues()
         return issues
 
@@ -531,10 +642,31 @@ class AarCharm(ops.CharmBase):
         return [ops.MaintenanceStatus("attaching the machine to Ubuntu Pro")]
 
     def _stand_down_message(self) -> str:
+        owner = self._data_owner()
+        if not owner:
+            return (
+                "filesystem storage serves from one unit only (the leader); configure S3 "
+                "storage to run several (juju config aar -f config.yaml) or remove this one "
+                f"(juju remove-unit {self.unit.name})"
+            )
+        if self._owner_lost():
+            if self.unit.is_leader():
+                return (
+                    f"fs data was on {owner}, which left; restore a backup here (aar restore, "
+                    "docs/charm.md: Several units) and this unit serves it"
+                )
+            return f"standby: fs data was on {owner}, which left; see the leader's status"
         return (
-            "filesystem storage serves from one unit only (the leader); configure S3 "
-            "storage to run several (juju config aar -f config.yaml) or remove this one "
+            f"standby: fs data is on {owner}; configure S3 storage to serve from every unit "
+            "(juju config aar -f config.yaml) or remove this one "
             f"(juju remove-unit {self.unit.name})"
+        )
+
+    def _snap_message(self, left: list[str]) -> str:
+        return (
+            "replaced the aar snap (stopped, disabled), not serving; not carried over: "
+            f"{'; '.join(left)}; then remove it: juju exec --unit {self.unit.name} -- "
+            "sudo snap remove aar (docs/charm.md: Migrating)"
         )
 
     def _trust_issues(self) -> list[ops.StatusBase]:
