@@ -10,7 +10,6 @@
 use super::{global, DurationHistogram, RequestLabels, RouteLabel, RouteMethodLabels};
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{Method, StatusCode};
@@ -129,28 +128,48 @@ fn handles(route: &str) -> &'static RouteHandles {
     OVERFLOW.get_or_init(|| RouteHandles::new(UNMATCHED))
 }
 
-/// The middleware (`axum::middleware::from_fn(track)`).
-pub async fn track(request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let route = handles(
-        request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or(UNMATCHED, MatchedPath::as_str),
-    );
-    let method = method_slot(request.method());
-    let request = if request.body().is_end_stream() {
-        request
-    } else {
+/// One request being counted: begun when it arrives, finished with its response. The API
+/// runs it from its one middleware (`api/observe.rs`).
+pub struct Tracked {
+    start: Instant,
+    route: &'static RouteHandles,
+    method: usize,
+}
+
+impl Tracked {
+    pub fn begin(request: &Request) -> Tracked {
+        Tracked {
+            start: Instant::now(),
+            route: handles(
+                request
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map_or(UNMATCHED, MatchedPath::as_str),
+            ),
+            method: method_slot(request.method()),
+        }
+    }
+
+    /// The request with its body counted as it is read.
+    pub fn count_request(&self, request: Request) -> Request {
+        if request.body().is_end_stream() {
+            return request;
+        }
         let (parts, body) = request.into_parts();
-        let body = counted(body, &route.request_bytes);
-        Request::from_parts(parts, body)
-    };
-    let response = next.run(request).await;
-    route.method(method).duration.observe(start.elapsed());
-    route.count(method, response.status());
-    let (parts, body) = response.into_parts();
-    Response::from_parts(parts, counted(body, &route.response_bytes))
+        Request::from_parts(parts, counted(body, &self.route.request_bytes))
+    }
+
+    /// Records the duration and status; the response with its body counted as it is sent.
+    pub fn finish(self, response: Response) -> Response {
+        let route = self.route;
+        route
+            .method(self.method)
+            .duration
+            .observe(self.start.elapsed());
+        route.count(self.method, response.status());
+        let (parts, body) = response.into_parts();
+        Response::from_parts(parts, counted(body, &route.response_bytes))
+    }
 }
 
 /// A body whose size is known is counted at once; another is counted as its frames pass.

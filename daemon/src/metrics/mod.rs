@@ -137,6 +137,7 @@ pub struct Metrics {
     index_applications: Gauge,
     index_versions: Gauge,
     index_blob_bytes: Gauge,
+    index_unreadable_records: Gauge,
     last_publish: Gauge<i64, AtomicI64>,
     gc_runs: Counter,
     gc_collected_bytes: Counter,
@@ -182,6 +183,7 @@ impl Metrics {
             index_applications: Gauge::default(),
             index_versions: Gauge::default(),
             index_blob_bytes: Gauge::default(),
+            index_unreadable_records: Gauge::default(),
             last_publish: Gauge::default(),
             gc_runs: Counter::default(),
             gc_collected_bytes: Counter::default(),
@@ -281,6 +283,11 @@ impl Metrics {
             metrics.index_blob_bytes.clone(),
         );
         r.register(
+            "aar_index_unreadable_records",
+            "Stored version records the last index load could not read; while above 0 the application lists answer 503",
+            metrics.index_unreadable_records.clone(),
+        );
+        r.register(
             "aar_last_publish_timestamp_seconds",
             "Creation time of the newest version published (Unix seconds; 0: none)",
             metrics.last_publish.clone(),
@@ -347,6 +354,12 @@ impl Metrics {
         self.index_applications.set(gauge(applications as u64));
         self.index_versions.set(gauge(versions as u64));
         self.index_blob_bytes.set(gauge(blob_bytes));
+    }
+
+    /// Records the last index load could not read (listings answer 503 meanwhile).
+    pub fn set_unreadable_records(&self, records: usize) {
+        self.index_unreadable_records
+            .set(i64::try_from(records).unwrap_or(i64::MAX));
     }
 
     /// The index's numbers as last set: (applications, versions, blob bytes).

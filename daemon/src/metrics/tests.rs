@@ -58,6 +58,7 @@ fn every_contract_name_is_exposed_with_its_type() {
         ("aar_index_applications", "gauge"),
         ("aar_index_versions", "gauge"),
         ("aar_index_blob_bytes", "gauge"),
+        ("aar_index_unreadable_records", "gauge"),
         ("aar_last_publish_timestamp_seconds", "gauge"),
         ("aar_gc_runs", "counter"),
         ("aar_gc_collected_bytes", "counter"),

@@ -195,6 +195,7 @@ impl Registry {
                 .or_default()
                 .insert(record.version, Arc::new(record));
         }
+        crate::metrics::global().set_unreadable_records(loaded.unreadable.len());
         Ok((index, loaded.unreadable.len()))
     }
 
