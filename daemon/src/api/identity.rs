@@ -7,8 +7,7 @@ use super::response::ApiError;
 use super::AppState;
 use crate::metrics::{self, Refusal};
 use crate::trust::{Access, Fingerprint, Role};
-use axum::extract::{FromRequestParts, MatchedPath, Request, State};
-use axum::middleware::Next;
+use axum::extract::{FromRequestParts, MatchedPath, Request};
 use axum::response::Response;
 use http::request::Parts;
 use http::{Method, StatusCode};
@@ -140,69 +139,93 @@ impl FromRequestParts<AppState> for Publisher {
     }
 }
 
-/// The audit trail of writes: one `aar::audit` event per publish, delete, and refused write
-/// (uploads included), with the caller's fingerprint and role, the object (the request's
-/// path) and the outcome. Bodies, manifests and keys are never part of it.
-pub async fn audit_writes(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let method = request.method().clone();
-    if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
-        return next.run(request).await;
+/// A write on its way through the API, for the audit trail: one `aar::audit` event per
+/// publish, delete, and refused write (uploads included), with the caller's fingerprint and
+/// role, the object (the request's path) and the outcome. Bodies, manifests and keys are
+/// never part of it.
+pub struct Write {
+    method: Method,
+    route: Option<MatchedPath>,
+    object: String,
+    fingerprint: Option<Fingerprint>,
+}
+
+impl Write {
+    /// `None` for reads: they are not audited, and cost nothing here.
+    pub fn of(request: &Request) -> Option<Write> {
+        let method = request.method();
+        if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+            return None;
+        }
+        Some(Write {
+            method: method.clone(),
+            route: request.extensions().get::<MatchedPath>().cloned(),
+            object: request.uri().path().to_owned(),
+            fingerprint: request
+                .extensions()
+                .get::<Peer>()
+                .and_then(|p| p.fingerprint),
+        })
     }
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let object = request.uri().path().to_owned();
-    let fingerprint = request
-        .extensions()
-        .get::<Peer>()
-        .and_then(|p| p.fingerprint);
-    let response = next.run(request).await;
-    let status = response.status();
-    let action = match (&method, route.as_ref().map(MatchedPath::as_str)) {
-        (&Method::POST, Some("/1.0/applications/{name}/versions")) => "publish",
-        (&Method::DELETE, Some("/1.0/applications/{name}/versions/{version}")) => "delete_version",
-        (&Method::DELETE, Some("/1.0/applications/{name}")) => "delete_application",
-        _ if status == StatusCode::FORBIDDEN => "write",
-        // Upload traffic that was let through: its publish is what gets audited.
-        _ => return response,
-    };
-    if status == StatusCode::FORBIDDEN {
-        // Looked up again only on this rare path, so the hot path stays one look-up.
-        let access = match &fingerprint {
-            Some(fp) => state.trust.access(fp),
-            None => Access::Unknown,
+
+    /// Logs the write's event, if it is one the trail keeps.
+    pub fn audit(self, state: &AppState, response: &Response) {
+        let Write {
+            method,
+            route,
+            object,
+            fingerprint,
+        } = self;
+        let status = response.status();
+        let action = match (&method, route.as_ref().map(MatchedPath::as_str)) {
+            (&Method::POST, Some("/1.0/applications/{name}/versions")) => "publish",
+            (&Method::DELETE, Some("/1.0/applications/{name}/versions/{version}")) => {
+                "delete_version"
+            }
+            (&Method::DELETE, Some("/1.0/applications/{name}")) => "delete_application",
+            _ if status == StatusCode::FORBIDDEN => "write",
+            // Upload traffic that was let through: its publish is what gets audited.
+            _ => return,
         };
+        if status == StatusCode::FORBIDDEN {
+            // Looked up again only on this rare path, so the hot path stays one look-up.
+            let access = match &fingerprint {
+                Some(fp) => state.trust.access(fp),
+                None => Access::Unknown,
+            };
+            let fingerprint = fingerprint.map_or_else(|| "none".to_owned(), |fp| fp.to_string());
+            let reason = refusal(&access, true).map_or("forbidden", Refusal::as_str);
+            tracing::warn!(
+                target: "aar::audit",
+                action,
+                %method,
+                object,
+                fingerprint,
+                role = role_name(&access),
+                outcome = "refused",
+                reason,
+                "write refused"
+            );
+            return;
+        }
         let fingerprint = fingerprint.map_or_else(|| "none".to_owned(), |fp| fp.to_string());
-        let reason = refusal(&access, true).map_or("forbidden", Refusal::as_str);
-        tracing::warn!(
+        let outcome = if status.is_success() { "ok" } else { "failed" };
+        let location = response
+            .headers()
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        tracing::info!(
             target: "aar::audit",
             action,
             %method,
             object,
+            location,
             fingerprint,
-            role = role_name(&access),
-            outcome = "refused",
-            reason,
-            "write refused"
+            role = "publisher",
+            outcome,
+            status = status.as_u16(),
+            "write"
         );
-        return response;
     }
-    let fingerprint = fingerprint.map_or_else(|| "none".to_owned(), |fp| fp.to_string());
-    let outcome = if status.is_success() { "ok" } else { "failed" };
-    let location = response
-        .headers()
-        .get(http::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    tracing::info!(
-        target: "aar::audit",
-        action,
-        %method,
-        object,
-        location,
-        fingerprint,
-        role = "publisher",
-        outcome,
-        status = status.as_u16(),
-        "write"
-    );
-    response
 }

@@ -6,6 +6,7 @@ mod applications;
 mod extract;
 pub mod identity;
 mod images;
+mod observe;
 pub mod response;
 #[cfg(test)]
 mod tests;
@@ -59,9 +60,8 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            identity::audit_writes,
+            observe::observe,
         ))
-        .layer(axum::middleware::from_fn(crate::metrics::http::track))
         .with_state(state)
 }
 
