@@ -5,6 +5,9 @@ Run through bench/run.sh, which installs the tools, makes the work directory
 and cleans up after this script. Python 3.11 standard library only; every
 network request goes to 127.0.0.1 over TLS 1.3 with TLS_AES_128_GCM_SHA256
 and a client certificate.
+
+Long on purpose: it is the whole benchmark, scenarios and report; what both
+benchmarks share is in benchlib.py.
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ the same evaluation with nothing found.
 Decisions live in `state.py` (backed by the daemon's own Rust code through `aar_ext`),
 machine work in `workload.py`; this module only speaks Juju. It is longer than the
 others because applying and status-collecting read the same view of config, relations and
-machine; split apart, each half would have to rebuild that view.
+machine; split apart, each half would have to rebuild that view. The rules that do not
+need that view already live elsewhere (`state.py`, `secret_options.py`, `cos.py`,
+`snap_migration.py`, `actions.py`).
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ No `ops` and no machine access here: `charm.py` reads Juju into these types and 
 result with `workload.py`. Validation and certificate parsing are the daemon's own code,
 reached through the `aar_ext` extension module, so the charm cannot disagree with the
 daemon about what is valid.
+
+Long on purpose: each decision is a small pure function next to the data it reads,
+tested one by one.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ a config file before it replaces the running one, and `aar trust …` edits the 
 
 All paths hang off `Paths.root`, which is `/` on a real machine. The end-to-end test sets
 `AAR_CHARM_SYSROOT` to a scratch directory so that a test run writes nothing outside it.
+
+Long on purpose: it is the one place that touches the machine, so that tests replace
+exactly one thing.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ What is measured (see bench/s3/README.md for the method):
     URLs, aar with CloudFront signed URLs, and docker-registry (S3 driver, presigned);
   * upload throughput, daemon CPU and peak RSS: aar into s3s-fs (multipart, --size,
     4 GiB by default) and, at --peer-size, aar and docker-registry into moto.
+
+Long on purpose: it is the whole S3 benchmark; what both benchmarks share is in
+bench/benchlib.py.
 """
 
 import argparse

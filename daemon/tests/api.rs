@@ -1,5 +1,7 @@
 //! The registry API: listing with tag filters, applications, versions, downloads with
 //! ranges and ETags, publishing and deleting.
+//!
+//! Long on purpose: one endpoint behaviour per test function, each with its own daemon.
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! The command line: `aar --version`, `aar config check`, `aar trust ...` (no server needed).
+//!
+//! Long on purpose: every command's messages and formats are checked word for word.
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! Faults: invalid input, size limits, stalled clients, a full disk.
+//!
+//! Long on purpose: one fault per test function, each with its own daemon.
 
 mod common;
 

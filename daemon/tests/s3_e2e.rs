@@ -2,6 +2,8 @@
 //! signature verified) on loopback: uploads, redirects a client follows, presigned URLs
 //! the server refuses once tampered with or expired, bad credentials at start, an S3
 //! outage and its recovery, and two daemons sharing one bucket.
+//!
+//! Long on purpose: one scenario per test function, each against the real S3 server.
 
 mod common;
 

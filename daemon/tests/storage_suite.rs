@@ -2,6 +2,8 @@
 //! against the S3 backend on a real S3 server (s3s-fs, SigV4 verified) on loopback, and
 //! must pass on both. "Not found", "already exists", offsets, digests, resumption and the
 //! bucket/directory being the source of truth look the same from either.
+//!
+//! Long on purpose: one test per storage rule, each run against both backends.
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! Uploads: resumable, digest-verified, deduplicated.
+//!
+//! Long on purpose: one upload rule per test function, each with its own daemon.
 
 mod common;
 

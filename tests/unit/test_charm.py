@@ -1,4 +1,7 @@
-"""State-transition tests of the charm (ops.testing), one situation per test."""
+"""State-transition tests of the charm (ops.testing), one situation per test.
+
+Long on purpose: one situation per test, each built from its own State.
+"""
 
 from __future__ import annotations
 

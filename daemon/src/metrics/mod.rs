@@ -8,6 +8,8 @@
 //! decorator its operations) without a handle threaded through each constructor. The module
 //! is a leaf: it knows nothing of the layers that feed it; the listener is handed the
 //! `/status` numbers by whoever starts it.
+//!
+//! Long on purpose: every metric's registration sits in one place, in the contract's order.
 
 mod histogram;
 pub mod http;
