@@ -15,6 +15,18 @@ use std::time::{Duration, Instant};
 /// Sizes here index byte slices.
 const MIB: usize = common::MIB as usize;
 
+/// Publishes version `version` of `name` (tagged `s3`) with `digest` as its amd64 image.
+async fn publish_amd64(d: &Daemon, name: &str, version: u64, digest: &str) -> Resp {
+    d.publisher()
+        .publish(
+            name,
+            Some(version),
+            &manifest(name, &["s3"]),
+            &[("amd64", digest)],
+        )
+        .await
+}
+
 fn image_path(name: &str, version: u32) -> String {
     format!("/1.0/applications/{name}/versions/{version}/images/amd64")
 }
@@ -29,15 +41,7 @@ async fn multipart_image_is_published_and_downloaded_through_the_redirect() {
     // Three parts of 8 MiB and a tail, sent in PATCHes that do not line up with them.
     let image = pattern(11, 0, 27 * MIB + 333);
     let digest = aar.publisher().upload_in_pieces(&image, 5 * MIB + 1).await;
-    let published = aar
-        .publisher()
-        .publish(
-            "game",
-            Some(1),
-            &manifest("game", &["s3"]),
-            &[("amd64", &digest)],
-        )
-        .await;
+    let published = publish_amd64(&aar, "game", 1, &digest).await;
     assert_eq!(
         published.status,
         StatusCode::CREATED,
@@ -86,12 +90,8 @@ async fn tampered_and_expired_presigned_urls_are_refused() {
         .publisher()
         .upload_in_pieces(b"second image", 1 << 20)
         .await;
-    aar.publisher()
-        .publish("a", Some(1), &manifest("a", &["s3"]), &[("amd64", &one)])
-        .await;
-    aar.publisher()
-        .publish("b", Some(1), &manifest("b", &["s3"]), &[("amd64", &two)])
-        .await;
+    publish_amd64(&aar, "a", 1, &one).await;
+    publish_amd64(&aar, "b", 1, &two).await;
     let url = aar
         .reader()
         .get(&image_path("a", 1))
@@ -265,15 +265,7 @@ async fn an_unreachable_bucket_at_start_answers_503_never_an_empty_list() {
         .publisher()
         .upload_in_pieces(b"published before", 1 << 20)
         .await;
-    aar.publisher()
-        .publish(
-            "kept",
-            Some(1),
-            &manifest("kept", &["s3"]),
-            &[("amd64", &digest)],
-        )
-        .await
-        .expect(201);
+    publish_amd64(&aar, "kept", 1, &digest).await.expect(201);
     aar.stop_with("TERM");
 
     s3.stop();
@@ -306,15 +298,7 @@ async fn an_unreachable_bucket_at_start_answers_503_never_an_empty_list() {
         );
         assert!(r.header("retry-after").is_some(), "{path}");
     }
-    let publish = aar
-        .publisher()
-        .publish(
-            "kept",
-            Some(2),
-            &manifest("kept", &["s3"]),
-            &[("amd64", &digest)],
-        )
-        .await;
+    let publish = publish_amd64(&aar, "kept", 2, &digest).await;
     assert_eq!(
         publish.status,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -357,15 +341,7 @@ async fn aws_ca_bundle_set_or_not_changes_nothing() {
             .start();
         let data = format!("image {n}").into_bytes();
         let digest = aar.publisher().upload_in_pieces(&data, 1 << 20).await;
-        let r = aar
-            .publisher()
-            .publish(
-                &format!("app{n}"),
-                Some(1),
-                &manifest(&format!("app{n}"), &["s3"]),
-                &[("amd64", &digest)],
-            )
-            .await;
+        let r = publish_amd64(&aar, &format!("app{n}"), 1, &digest).await;
         assert_eq!(r.status, StatusCode::CREATED, "{bundle:?}: {}", r.text());
         let url = aar.reader().get(&image_path(&format!("app{n}"), 1)).await;
         let got = plain_get(&url.header("location").unwrap(), &[]).await;
@@ -395,15 +371,7 @@ async fn an_https_endpoint_is_trusted_through_aws_ca_bundle() {
         .start();
     let image = pattern(21, 0, 17 * MIB + 9);
     let digest = aar.publisher().upload_in_pieces(&image, 6 * MIB).await;
-    let r = aar
-        .publisher()
-        .publish(
-            "tls",
-            Some(1),
-            &manifest("tls", &["s3"]),
-            &[("amd64", &digest)],
-        )
-        .await;
+    let r = publish_amd64(&aar, "tls", 1, &digest).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     let stored = s3.object_path(&format!(
         "blobs/sha256/{}",
@@ -430,14 +398,7 @@ async fn s3_outage_keeps_metadata_and_recovers() {
         .publisher()
         .upload_in_pieces(b"before the outage", 1 << 20)
         .await;
-    aar.publisher()
-        .publish(
-            "steady",
-            Some(1),
-            &manifest("steady", &["s3"]),
-            &[("amd64", &digest)],
-        )
-        .await;
+    publish_amd64(&aar, "steady", 1, &digest).await;
 
     s3.stop();
     tokio::time::sleep(Duration::from_secs(2)).await; // a refresh fails meanwhile
@@ -468,15 +429,7 @@ async fn s3_outage_keeps_metadata_and_recovers() {
         "{:?}",
         refused.headers
     );
-    let publish = aar
-        .publisher()
-        .publish(
-            "steady",
-            Some(2),
-            &manifest("steady", &["s3"]),
-            &[("amd64", &digest)],
-        )
-        .await;
+    let publish = publish_amd64(&aar, "steady", 2, &digest).await;
     assert_eq!(
         publish.status,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -500,15 +453,7 @@ async fn s3_outage_keeps_metadata_and_recovers() {
         "uploads did not resume"
     );
     let digest2 = aar.publisher().upload_in_pieces(&data, 1 << 20).await;
-    let r = aar
-        .publisher()
-        .publish(
-            "steady",
-            Some(2),
-            &manifest("steady", &["s3"]),
-            &[("amd64", &digest2)],
-        )
-        .await;
+    let r = publish_amd64(&aar, "steady", 2, &digest2).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     assert!(
         aar.stderr()
@@ -527,15 +472,7 @@ async fn two_daemons_share_a_bucket() {
     let a = Daemon::s3(&storage).start();
     let b = Daemon::s3(&storage).start();
     let digest = a.publisher().upload_in_pieces(b"shared", 1 << 20).await;
-    let r = a
-        .publisher()
-        .publish(
-            "shared",
-            Some(1),
-            &manifest("shared", &["s3"]),
-            &[("amd64", &digest)],
-        )
-        .await;
+    let r = publish_amd64(&a, "shared", 1, &digest).await;
     assert_eq!(r.status, StatusCode::CREATED);
     let reader = b.reader();
     assert!(
@@ -549,25 +486,9 @@ async fn two_daemons_share_a_bucket() {
     // b's upload of the same bytes finds the blob; its publish of the same number fails.
     let again = b.publisher().create_upload(&digest_of(b"shared"), 6).await;
     assert_eq!(again.metadata()["complete"], true);
-    let r = b
-        .publisher()
-        .publish(
-            "shared",
-            Some(1),
-            &manifest("shared", &["s3"]),
-            &[("amd64", &digest)],
-        )
-        .await;
+    let r = publish_amd64(&b, "shared", 1, &digest).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
-    let r = b
-        .publisher()
-        .publish(
-            "shared",
-            Some(2),
-            &manifest("shared", &["s3"]),
-            &[("amd64", &digest)],
-        )
-        .await;
+    let r = publish_amd64(&b, "shared", 2, &digest).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     // A delete on b disappears from a.
     let deleted = b.publisher().delete("/1.0/applications/shared").await;
