@@ -7,7 +7,7 @@ use crate::storage::fs::FsStorage;
 use crate::storage::metered::Metered;
 use crate::storage::s3::S3Storage;
 use crate::storage::Storage;
-use crate::trust::{Access, TrustCache, TrustStore};
+use crate::trust::Access;
 use crate::{fsutil, server, tls};
 use anyhow::Context;
 use std::future::Future;
@@ -69,8 +69,7 @@ pub async fn run(
     })?;
     let identity =
         tls::load_or_generate(&config.http.tls, config.http.addr, &config.http.advertise)?;
-    let trust = Arc::new(TrustCache::new(&config.state_directory));
-    trust.refresh().context("reading the trust store")?;
+    let (trust, trust_refresher) = crate::trust_setup::cache(&config).await?;
     let tls_config = Arc::new(tls::server_config(
         &identity,
         config.http.tls.min_version,
@@ -113,9 +112,8 @@ pub async fn run(
         .refresh_interval()
         .map(|every| tokio::spawn(refresh_index(state.clone(), every)));
     let metrics_listener = start_metrics(&config, &state).await;
-    announce_trust_problems(&config.state_directory);
-    let announcer = tokio::spawn(announce_trust_problems_daily(
-        config.state_directory.clone(),
+    let announcer = tokio::spawn(crate::trust_setup::announce_problems_daily(
+        crate::trust_setup::location(&config).await,
     ));
     ready(&Ready {
         addr,
@@ -148,6 +146,9 @@ pub async fn run(
         scrubber.abort();
     }
     announcer.abort();
+    if let Some(trust_refresher) = trust_refresher {
+        trust_refresher.abort();
+    }
     if let Some(refresher) = refresher {
         refresher.abort();
     }
@@ -254,30 +255,6 @@ fn warn_if_open_to_others(dir: &std::path::Path, key: &str) {
             dir.display(),
             dir.display()
         );
-    }
-}
-
-/// Warns about trusted certificates that expire within 30 days, have expired, or can never
-/// connect, so the operator hears of it before (or as soon as) an AMS is locked out.
-fn announce_trust_problems(state_directory: &std::path::Path) {
-    // A store that cannot be read is reported by the trust cache already.
-    let Ok(file) = TrustStore::open(state_directory).list() else {
-        return;
-    };
-    for warning in crate::trust::audit(&file, crate::trust::unix_now()) {
-        tracing::warn!("{warning}");
-    }
-}
-
-/// [`announce_trust_problems`] once a day after the one at start.
-async fn announce_trust_problems_daily(state_directory: std::path::PathBuf) {
-    let day = std::time::Duration::from_secs(24 * 3600);
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + day, day);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let dir = state_directory.clone();
-        let _ = tokio::task::spawn_blocking(move || announce_trust_problems(&dir)).await;
     }
 }
 

@@ -24,4 +24,5 @@ pub mod startup;
 pub mod storage;
 pub mod tls;
 pub mod trust;
+pub mod trust_setup;
 pub mod write_timeout;

@@ -236,7 +236,7 @@ impl RequestClientCert {
                     "TLS handshake failed for a trusted client certificate: {reason}"
                 );
             }
-            Access::Revoked | Access::Unknown => {
+            Access::Revoked | Access::Unknown | Access::Unavailable => {
                 tracing::debug!(%fingerprint, %error, "client certificate refused in the TLS handshake");
             }
         }

@@ -76,6 +76,18 @@ fn refuse_expired(fingerprint: Option<Fingerprint>, not_after: i64) -> ApiError 
     )
 }
 
+/// The shared trust store has not been read recently enough to judge anyone by: a 503
+/// the caller retries, as for an index not yet loaded.
+fn unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the registry cannot read its trust store in the bucket just now, so it cannot tell \
+         whether this certificate is trusted; retry shortly (the registry's operator sees why \
+         in its log)",
+    )
+    .with_header(http::header::RETRY_AFTER, 5)
+}
+
 /// A caller allowed to read: any trusted certificate.
 pub struct Reader;
 
@@ -92,6 +104,8 @@ fn refusal(access: &Access, writing: bool) -> Option<Refusal> {
         Access::Expired { .. } => Some(Refusal::Expired),
         Access::Revoked => Some(Refusal::Revoked),
         Access::Unknown => Some(Refusal::Untrusted),
+        // Nobody is refused: the registry cannot tell, and says so with a 503.
+        Access::Unavailable => None,
     }
 }
 
@@ -113,6 +127,7 @@ impl FromRequestParts<AppState> for Reader {
         }
         match access {
             Access::Trusted(_) => Ok(Reader),
+            Access::Unavailable => Err(unavailable()),
             Access::Expired { not_after } => Err(refuse_expired(fp, not_after)),
             _ => Err(refuse(fp)),
         }
@@ -133,6 +148,7 @@ impl FromRequestParts<AppState> for Publisher {
                 StatusCode::FORBIDDEN,
                 "this certificate is trusted as a client, which is read-only; writes need the publisher's certificate",
             )),
+            (_, Access::Unavailable) => Err(unavailable()),
             (fp, Access::Expired { not_after }) => Err(refuse_expired(fp, not_after)),
             (fp, _) => Err(refuse(fp)),
         }

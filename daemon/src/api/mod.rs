@@ -80,7 +80,9 @@ async fn server_info(State(state): State<AppState>, request: Request) -> Respons
     let (_, access) = identity::access(&parts, &state);
     let (auth, role) = match access {
         Access::Trusted(role) => ("trusted", Some(role)),
-        Access::Expired { .. } | Access::Revoked | Access::Unknown => ("untrusted", None),
+        Access::Expired { .. } | Access::Revoked | Access::Unknown | Access::Unavailable => {
+            ("untrusted", None)
+        }
     };
     let info = ServerInfo {
         api_version: "1.0",

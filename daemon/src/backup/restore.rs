@@ -8,7 +8,6 @@ use crate::digest::Digest;
 use crate::fsutil::{self, Replace};
 use crate::model::VersionRecord;
 use crate::storage::{ByteStream, Storage};
-use crate::trust::TrustStore;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -126,7 +125,9 @@ impl Restore<'_> {
     /// What the target holds that a restore would overwrite or mix with.
     fn check_empty(&mut self, manifest: &Manifest, force: bool) -> Result<(), BackupError> {
         let mut held = Vec::new();
-        let trust = TrustStore::open(&self.config.state_directory).list()?;
+        let trust = self
+            .handle
+            .block_on(async { crate::trust_setup::location(self.config).await.list().await })?;
         if !trust.trusted.is_empty() || !trust.revoked.is_empty() {
             held.push(format!(
                 "{} trusted and {} revoked certificates",
@@ -179,28 +180,15 @@ impl Restore<'_> {
         Ok(())
     }
 
+    /// Replaces the trust store wherever it is (the bucket's with S3). What the store's
+    /// own reader refuses (duplicates, malformed fingerprints) is never written.
     fn trust(&mut self, bytes: &[u8]) -> Result<(), BackupError> {
-        let store = TrustStore::open(&self.config.state_directory);
-        let path = store.path();
-        let previous = std::fs::read(&path).ok();
-        fsutil::write_atomic(&path, bytes, 0o600, Replace::Overwrite)
-            .map_err(io(format!("writing the trust store {}", path.display())))?;
-        // The store's own reader is the judge (duplicates, revoked-and-trusted): a file it
-        // refuses is put back as it was.
-        let file = match store.list() {
-            Ok(file) => file,
-            Err(err) => {
-                match previous {
-                    Some(old) => fsutil::write_atomic(&path, &old, 0o600, Replace::Overwrite),
-                    None => std::fs::remove_file(&path),
-                }
-                .map_err(io(format!(
-                    "putting back the trust store {}",
-                    path.display()
-                )))?;
-                return Err(err.into());
-            }
-        };
+        let file = self.handle.block_on(async {
+            crate::trust_setup::location(self.config)
+                .await
+                .replace(bytes)
+                .await
+        })?;
         self.done.trusted = file.trusted.len();
         self.done.revoked = file.revoked.len();
         Ok(())

@@ -6,7 +6,6 @@ use crate::config::Config;
 use crate::digest::Digest;
 use crate::model::VersionRecord;
 use crate::storage::{Storage, StorageKind};
-use crate::trust::TrustStore;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -49,8 +48,7 @@ pub async fn backup(
         .0
         .fingerprint
         .to_string();
-    let trust_store = TrustStore::open(&config.state_directory);
-    let trust = trust_store.list()?;
+    let trust = crate::trust_setup::location(config).await.list().await?;
     let trust_bytes = serde_json::to_vec_pretty(&trust).expect("the trust store serialises");
     let loaded = storage.load_versions().await?;
     let blobs = blobs && storage.kind() == StorageKind::Fs;

@@ -47,11 +47,16 @@ fn main() -> ExitCode {
             )))
         }
         Command::Trust(command) => {
-            // Only the audit trail of the change, so that the output stays the command's.
-            init_tracing("off,aar::audit=info", config.log.format);
+            // Only the audit trail of the change and the one-time import of a local store
+            // into the bucket, so that the output stays the command's.
+            init_tracing(
+                "off,aar::audit=info,aar::trust::shared=info",
+                config.log.format,
+            );
             let mut stdout = std::io::stdout().lock();
             let mut stdin = std::io::stdin().lock();
-            match aar::cli::trust::run(command, &config.state_directory, &mut stdin, &mut stdout) {
+            let run = aar::cli::trust::run(command, &config, &mut stdin, &mut stdout);
+            match block_on(run) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }

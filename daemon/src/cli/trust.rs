@@ -7,9 +7,10 @@ use serde::Serialize;
 
 pub use super::output::ListFormat;
 use super::output::{self, printable, printable_or, OutputError, Row};
+use crate::config::Config;
 use crate::trust::{
     check_trustable, parse_certificate_from, preemptive_target, unix_now, AddOutcome, Expiry,
-    Fingerprint, Found, RevokedCert, Role, TrustError, TrustStore, TrustedCert,
+    Fingerprint, Found, RevokedCert, Role, TrustError, TrustLocation, TrustedCert,
 };
 
 /// Far above any certificate, low enough that piping in the wrong file fails fast.
@@ -52,28 +53,29 @@ pub enum TrustCommand {
     },
 }
 
-/// Runs a trust subcommand against `<state_dir>/trust.json`. Whether `revoke` may prompt
-/// depends on whether the process's standard input is a terminal.
-pub fn run(
+/// Runs a trust subcommand against the store `config` puts it in: the state directory's
+/// `trust.json`, or the bucket's with S3 storage. Whether `revoke` may prompt depends on
+/// whether the process's standard input is a terminal.
+pub async fn run(
     cmd: TrustCommand,
-    state_dir: &Path,
+    config: &Config,
     stdin: &mut dyn Read,
     out: &mut dyn Write,
 ) -> Result<(), TrustError> {
     let interactive = std::io::stdin().is_terminal();
-    run_with(cmd, state_dir, stdin, interactive, out)
+    let store = crate::trust_setup::location(config).await;
+    run_with(cmd, &store, stdin, interactive, out).await
 }
 
-/// [`run`] with the terminal check made by the caller, so prompting can be exercised with an
-/// in-memory `stdin`.
-pub fn run_with(
+/// [`run`] on a given store, with the terminal check made by the caller, so prompting can
+/// be exercised with an in-memory `stdin`.
+pub async fn run_with(
     cmd: TrustCommand,
-    state_dir: &Path,
+    store: &TrustLocation,
     stdin: &mut dyn Read,
     stdin_is_terminal: bool,
     out: &mut dyn Write,
 ) -> Result<(), TrustError> {
-    let store = TrustStore::open(state_dir);
     match cmd {
         TrustCommand::Add {
             path,
@@ -101,7 +103,7 @@ pub fn run_with(
             // Parsed and checked here as well as in the store so that errors name the file.
             let (info, der) = parse_certificate_from(&input, &source)?;
             check_trustable(&der, &source, unix_now())?;
-            let outcome = store.add(&input, role, &origin)?;
+            let outcome = store.add(&input, role, &origin).await?;
             let (fp, subject) = (&info.fingerprint, printable(&info.subject));
             audit("trust_add", fp, Some(role), add_outcome(&outcome));
             match outcome {
@@ -117,7 +119,7 @@ pub fn run_with(
             .map_err(TrustError::Output)
         }
         TrustCommand::List { format, revoked } => {
-            let file = store.list()?;
+            let file = store.list().await?;
             if revoked {
                 list(&file.revoked, format, out)
             } else {
@@ -131,7 +133,7 @@ pub fn run_with(
             }
         }
         TrustCommand::Remove { fingerprint } => {
-            let removed = store.remove(&fingerprint)?;
+            let removed = store.remove(&fingerprint).await?;
             audit("trust_remove", &removed.fingerprint, None, "removed");
             writeln!(
                 out,
@@ -142,7 +144,7 @@ pub fn run_with(
             .map_err(TrustError::Output)
         }
         TrustCommand::Revoke { fingerprint, yes } => {
-            let (target, subject) = match store.list()?.find(&fingerprint)? {
+            let (target, subject) = match store.list().await?.find(&fingerprint)? {
                 Found::Trusted(cert) => (cert.fingerprint, printable(&cert.subject)),
                 Found::Revoked(revoked) => {
                     return writeln!(
@@ -169,7 +171,7 @@ pub fn run_with(
                     return Err(TrustError::Cancelled);
                 }
             }
-            let revoked = store.revoke(&target.to_string())?;
+            let revoked = store.revoke(&target.to_string()).await?;
             audit("trust_revoke", &revoked.fingerprint, None, "revoked");
             writeln!(
                 out,

@@ -108,6 +108,8 @@ struct S3File {
     path_style: Option<Flag>,
     presign_duration: Option<PresignDuration>,
     refresh_interval: Option<NonZeroDuration>,
+    trust_refresh_interval: Option<NonZeroDuration>,
+    trust_stale_after: Option<NonZeroDuration>,
     #[serde(
         default,
         deserialize_with = "present",
@@ -328,6 +330,8 @@ impl StorageFile {
                     path_style: Some(Flag(s3.path_style)),
                     presign_duration: Some(PresignDuration(s3.presign_duration)),
                     refresh_interval: Some(NonZeroDuration(s3.refresh_interval)),
+                    trust_refresh_interval: Some(NonZeroDuration(s3.trust_refresh_interval)),
+                    trust_stale_after: Some(NonZeroDuration(s3.trust_stale_after)),
                     cloudfront: s3.cloudfront.as_ref().map(|cf| CloudFrontFile {
                         base_url: Some(BaseUrl(cf.base_url.clone())),
                         private_key: Some(PrivateKey(cf.private_key.clone())),
@@ -383,11 +387,29 @@ impl S3File {
             }
             _ => {}
         }
+        let defaults = S3Config::new("", "");
+        let trust_refresh_interval = self
+            .trust_refresh_interval
+            .map_or(defaults.trust_refresh_interval, |d| d.0);
+        let trust_stale_after = self
+            .trust_stale_after
+            .map_or(defaults.trust_stale_after, |d| d.0);
+        if trust_stale_after <= trust_refresh_interval {
+            return Err(ConfigError::at_value(
+                text,
+                &["storage", "s3", "trust-stale-after"],
+                format!(
+                    "must be longer than trust-refresh-interval ({}): it is how long the last \
+                     trust store read stays in use while the bucket cannot be reached, so it \
+                     must outlast at least one refresh",
+                    crate::config::format_duration(trust_refresh_interval)
+                ),
+            ));
+        }
         let cloudfront = self
             .cloudfront
             .map(|cloudfront| cloudfront.resolve(text))
             .transpose()?;
-        let defaults = S3Config::new("", "");
         Ok(S3Config {
             region: self.region.map(|r| r.0).unwrap_or_default(),
             bucket: self.bucket.map(|b| b.0).unwrap_or_default(),
@@ -401,6 +423,8 @@ impl S3File {
             refresh_interval: self
                 .refresh_interval
                 .map_or(defaults.refresh_interval, |d| d.0),
+            trust_refresh_interval,
+            trust_stale_after,
             cloudfront,
         })
     }

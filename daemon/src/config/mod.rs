@@ -126,6 +126,13 @@ pub struct S3Config {
     pub presign_duration: Duration,
     /// How often metadata written by other daemons is listed again.
     pub refresh_interval: Duration,
+    /// How often the trust store in the bucket is checked for changes other units made:
+    /// the bound on how late a revocation made elsewhere applies here.
+    pub trust_refresh_interval: Duration,
+    /// How long the trust store last read stays in use while the bucket cannot be
+    /// reached; past it every request is answered 503 rather than judged by a list that
+    /// may lack a revocation.
+    pub trust_stale_after: Duration,
     pub cloudfront: Option<CloudFrontConfig>,
 }
 
@@ -335,6 +342,8 @@ impl S3Config {
             path_style: false,
             presign_duration: Duration::from_secs(5 * 60),
             refresh_interval: Duration::from_secs(30),
+            trust_refresh_interval: Duration::from_secs(2),
+            trust_stale_after: Duration::from_secs(30),
             cloudfront: None,
         }
     }

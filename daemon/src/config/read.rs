@@ -57,6 +57,8 @@ const SCHEMA: &[&str] = &[
     "storage.s3.path-style",
     "storage.s3.presign-duration",
     "storage.s3.refresh-interval",
+    "storage.s3.trust-refresh-interval",
+    "storage.s3.trust-stale-after",
     "storage.s3.cloudfront",
     "storage.s3.cloudfront.base-url",
     "storage.s3.cloudfront.private-key",

@@ -123,6 +123,23 @@ pub enum TrustError {
         candidates: Vec<String>,
     },
 
+    #[error(
+        "cannot {action} the trust store {location}: {detail}; the trust store lives in the \
+         bucket beside the data: check that this machine reaches it (`aar config check`) \
+         and run the command again"
+    )]
+    Shared {
+        action: &'static str,
+        location: String,
+        detail: String,
+    },
+
+    #[error(
+        "the trust store {location} changed under every one of {attempts} attempts to \
+         write it; something is rewriting it without pause: nothing was changed, try again"
+    )]
+    Contended { location: String, attempts: u32 },
+
     #[error("revocation is permanent; pass --yes to confirm")]
     ConfirmationRequired,
 

@@ -1,16 +1,22 @@
 //! Trust store: which client certificates may talk to the registry, and in which role.
 //!
 //! Callers are identified by the SHA-256 fingerprint of their certificate's DER encoding
-//! (what AMS shows as `registry.fingerprint`). The CLI edits `<state-directory>/trust.json`
-//! through [`TrustStore`]; the daemon answers "who is this?" on every request through
-//! [`TrustCache`], which notices the CLI's changes without a restart.
+//! (what AMS shows as `registry.fingerprint`). The store is `<state-directory>/trust.json`
+//! ([`TrustStore`]) with fs storage, and one document in the bucket ([`SharedStore`]) with
+//! S3, where every unit must apply the same trust; [`TrustLocation`] is whichever applies,
+//! and every change (`aar trust …`, restore) goes through it, as pure edits ([`edit`]).
+//! The daemon answers "who is this?" on every request through [`TrustCache`], which
+//! notices changes without a restart.
 
 mod audit;
 mod cache;
 mod cert;
+mod edit;
 mod error;
 mod file;
 mod fingerprint;
+mod location;
+mod shared;
 mod store;
 mod time;
 mod usable;
@@ -23,10 +29,13 @@ pub use audit::{audit, Expiry, EXPIRY_NOTICE};
 pub use cache::{Access, TrustCache};
 pub(crate) use cert::to_pem;
 pub use cert::{parse_certificate, parse_certificate_from, CertificateInfo};
+pub use edit::Merged;
 pub use error::TrustError;
 pub(crate) use file::preemptive_target;
 pub use file::{Found, RevokedCert, TrustFile, TrustedCert};
 pub use fingerprint::{Fingerprint, InvalidFingerprint};
+pub use location::TrustLocation;
+pub use shared::{Fetched, SharedDocument, SharedError, SharedStore, Written, IMPORTED_SUFFIX};
 pub use store::{AddOutcome, TrustStore};
 pub(crate) use time::{format as format_unix_time, now as unix_now};
 pub use usable::{check_trustable, unusable, Unusable};

@@ -6,9 +6,9 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::cert::{now_rfc3339, parse_certificate, to_pem};
-use super::file::{normalize, parse, preemptive_target};
-use super::{check_trustable, time, Found, Role, TrustError, TrustFile};
+use super::cert::parse_certificate;
+use super::file::parse;
+use super::{check_trustable, edit, time, Role, TrustError, TrustFile};
 use super::{RevokedCert, TrustedCert};
 
 pub(crate) const TRUST_FILE: &str = "trust.json";
@@ -67,89 +67,25 @@ impl TrustStore {
     ) -> Result<AddOutcome, TrustError> {
         let (info, der) = parse_certificate(cert_input)?;
         check_trustable(&der, "the input", time::now())?;
-        self.update(|file| {
-            if let Some(revoked) = file.revoked_entry(&info.fingerprint) {
-                return Err(TrustError::Revoked {
-                    fingerprint: info.fingerprint,
-                    revoked_at: revoked.revoked_at.clone(),
-                });
-            }
-            if let Some(existing) = file
-                .trusted
-                .iter_mut()
-                .find(|c| c.fingerprint == info.fingerprint)
-            {
-                if existing.role == role {
-                    return Ok((AddOutcome::Unchanged, false));
-                }
-                let from = existing.role;
-                existing.role = role;
-                existing.origin = origin.to_owned();
-                return Ok((AddOutcome::RoleChanged { from, to: role }, true));
-            }
-            file.trusted.push(TrustedCert {
-                fingerprint: info.fingerprint,
-                role,
-                subject: info.subject.clone(),
-                not_after: info.not_after.clone(),
-                origin: origin.to_owned(),
-                added_at: now_rfc3339(),
-                certificate: to_pem(&der),
-            });
-            Ok((AddOutcome::Added, true))
-        })
+        self.update(|file| edit::add(file, &info, &der, role, origin))
     }
 
     /// Stops trusting a certificate; unlike [`revoke`](Self::revoke) it can be added again.
     pub fn remove(&self, prefix: &str) -> Result<TrustedCert, TrustError> {
-        self.update(|file| {
-            let fingerprint = match file.find(prefix)? {
-                Found::Trusted(cert) => cert.fingerprint,
-                Found::Revoked(revoked) => {
-                    return Err(TrustError::AlreadyRevoked {
-                        fingerprint: revoked.fingerprint,
-                        revoked_at: revoked.revoked_at.clone(),
-                    })
-                }
-                Found::Nothing => {
-                    return Err(TrustError::UnknownFingerprint {
-                        prefix: normalize(prefix)?,
-                        hint: "see `aar trust list`",
-                    })
-                }
-            };
-            let index = file
-                .trusted
-                .iter()
-                .position(|c| c.fingerprint == fingerprint)
-                .expect("found above");
-            Ok((file.trusted.remove(index), true))
-        })
+        self.update(|file| edit::remove(file, prefix))
     }
 
     /// Stops trusting a certificate and refuses it forever. A full fingerprint of a
     /// certificate that was never trusted is revoked pre-emptively; revoking an already
     /// revoked certificate returns its existing record.
     pub fn revoke(&self, prefix: &str) -> Result<RevokedCert, TrustError> {
-        self.update(|file| {
-            let (fingerprint, subject) = match file.find(prefix)? {
-                Found::Trusted(cert) => (cert.fingerprint, cert.subject.clone()),
-                Found::Revoked(revoked) => return Ok((revoked.clone(), false)),
-                Found::Nothing => (preemptive_target(prefix)?, String::new()),
-            };
-            file.trusted.retain(|c| c.fingerprint != fingerprint);
-            // A hand-edited file may list it under both; keep the original revocation date.
-            if let Some(existing) = file.revoked_entry(&fingerprint) {
-                return Ok((existing.clone(), true));
-            }
-            let record = RevokedCert {
-                fingerprint,
-                subject,
-                revoked_at: now_rfc3339(),
-            };
-            file.revoked.push(record.clone());
-            Ok((record, true))
-        })
+        self.update(|file| edit::revoke(file, prefix))
+    }
+
+    /// Replaces the whole store with `file` (a restore).
+    pub fn replace(&self, file: &TrustFile) -> Result<(), TrustError> {
+        let _lock = self.lock()?;
+        self.write(file)
     }
 
     /// Runs `change` on the current contents under the store's lock, and writes the result

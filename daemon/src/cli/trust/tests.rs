@@ -6,7 +6,7 @@ use std::fs;
 use clap::Parser;
 
 use super::*;
-use crate::trust::fingerprint;
+use crate::trust::{fingerprint, TrustStore};
 
 #[derive(Parser)]
 struct Cli {
@@ -54,13 +54,18 @@ impl Env {
         let cli =
             Cli::try_parse_from(std::iter::once("trust").chain(args.iter().copied())).unwrap();
         let mut out = Vec::new();
-        run_with(
+        let store = TrustLocation::new(&self.state(), None);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(run_with(
             cli.cmd,
-            &self.state(),
+            &store,
             &mut stdin.as_bytes(),
             terminal,
             &mut out,
-        )?;
+        ))?;
         Ok(String::from_utf8(out).unwrap())
     }
 

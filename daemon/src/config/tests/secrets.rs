@@ -114,6 +114,8 @@ fn secrets_pasted_into_the_wrong_field_are_not_quoted() {
             s3(&format!("    endpoint: \"{secret}\"\n")),
             s3(&format!("    presign-duration: \"{secret}\"\n")),
             s3(&format!("    refresh-interval: \"{secret}\"\n")),
+            s3(&format!("    trust-refresh-interval: \"{secret}\"\n")),
+            s3(&format!("    trust-stale-after: \"{secret}\"\n")),
             s3(&format!("    path-style: \"{secret}\"\n")),
             cloudfront("keypair-id", secret),
             cloudfront("duration", secret),
@@ -148,7 +150,7 @@ fn secrets_pasted_into_the_wrong_field_are_not_quoted() {
         storage_err(&s3(&format!("    \"{SECRET_KEY}\": x\n"))),
         "storage.s3.? (line 5, column 5): unknown key (40 characters, not shown); valid keys: \
          region, bucket, access-key, secret-access-key, endpoint, path-style, presign-duration, \
-         refresh-interval, cloudfront"
+         refresh-interval, trust-refresh-interval, trust-stale-after, cloudfront"
     );
     assert_eq!(
         storage_err(

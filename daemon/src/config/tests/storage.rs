@@ -22,6 +22,8 @@ storage:
     assert_eq!(s3(&storage), &expected);
     assert_eq!(expected.presign_duration, Duration::from_secs(300));
     assert_eq!(expected.refresh_interval, Duration::from_secs(30));
+    assert_eq!(expected.trust_refresh_interval, Duration::from_secs(2));
+    assert_eq!(expected.trust_stale_after, Duration::from_secs(30));
     assert!(!expected.path_style);
 
     // The same section is valid in the daemon's own file.
@@ -73,13 +75,35 @@ storage:
     path-style: true
     presign-duration: 15m
     refresh-interval: 5s
+    trust-refresh-interval: 500ms
+    trust-stale-after: 1m
 ";
     let storage = parse_storage_document(text).unwrap().unwrap();
     let s3 = s3(&storage);
+    assert_eq!(s3.trust_refresh_interval, Duration::from_millis(500));
+    assert_eq!(s3.trust_stale_after, Duration::from_secs(60));
     assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
     assert!(s3.path_style);
     assert_eq!(s3.presign_duration, Duration::from_secs(900));
     assert_eq!(s3.refresh_interval, Duration::from_secs(5));
+}
+
+#[test]
+fn trust_stale_after_must_outlast_a_refresh() {
+    assert_eq!(
+        storage_err(
+            "storage: {s3: {region: eu-west-3, bucket: aar0, trust-refresh-interval: 10s, trust-stale-after: 10s}}"
+        ),
+        "storage.s3.trust-stale-after (line 1, column 97): must be longer than \
+         trust-refresh-interval (10s): it is how long the last trust store read stays in use \
+         while the bucket cannot be reached, so it must outlast at least one refresh"
+    );
+    assert_eq!(
+        storage_err("storage: {s3: {region: eu-west-3, bucket: aar0, trust-stale-after: 1s}}"),
+        "storage.s3.trust-stale-after (line 1, column 68): must be longer than \
+         trust-refresh-interval (2s): it is how long the last trust store read stays in use \
+         while the bucket cannot be reached, so it must outlast at least one refresh"
+    );
 }
 
 #[test]

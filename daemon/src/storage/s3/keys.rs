@@ -21,6 +21,8 @@ pub const UPLOADS: &str = "uploads/";
 pub const APPS: &str = "apps/";
 pub const DELETIONS: &str = "deletions/";
 pub const PROBES: &str = "probes/";
+/// The trust store every daemon on the bucket applies.
+pub const TRUST: &str = "trust/trust.json";
 
 pub fn blob(digest: &Digest) -> String {
     format!("{BLOBS}{}", digest.hex())

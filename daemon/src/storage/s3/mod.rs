@@ -43,11 +43,13 @@ mod objects;
 mod records;
 mod recover;
 mod start;
+mod trust;
 mod upload;
 
 pub use client::usable_certificates;
 pub use error::{Kind, Op, S3Error};
 pub use start::S3StartError;
+pub use trust::S3TrustDocument;
 pub use upload::{part_size, MAX_IN_FLIGHT_BYTES, MIN_PART_SIZE};
 
 use super::sessions::Sessions;
