@@ -112,9 +112,10 @@ pub async fn run(
         .refresh_interval()
         .map(|every| tokio::spawn(refresh_index(state.clone(), every)));
     let metrics_listener = start_metrics(&config, &state).await;
-    let announcer = tokio::spawn(crate::trust_setup::announce_problems_daily(
-        crate::trust_setup::location(&config).await,
-    ));
+    let trust_location = crate::trust_setup::location(&config).await;
+    // Before the ready line, so that the start-up log says it.
+    crate::trust_setup::announce_problems(&trust_location).await;
+    let announcer = tokio::spawn(crate::trust_setup::announce_problems_daily(trust_location));
     ready(&Ready {
         addr,
         storage: state.registry.storage_kind(),

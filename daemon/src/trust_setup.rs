@@ -64,10 +64,10 @@ pub async fn announce_problems(location: &TrustLocation) {
     }
 }
 
-/// [`announce_problems`] now and then once a day.
+/// [`announce_problems`] once a day after the one at start.
 pub async fn announce_problems_daily(location: TrustLocation) {
     let day = Duration::from_secs(24 * 3600);
-    let mut ticker = tokio::time::interval(day);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + day, day);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;

@@ -146,7 +146,9 @@ async fn tampered_and_expired_presigned_urls_are_refused() {
 fn a_wrong_secret_is_refused_at_start_in_one_clear_line() {
     let s3 = S3Server::start();
     let secret = "ThisIsNotTheRightSecretKeyForTheServer00";
-    let mut aar = Daemon::s3(&s3_storage(&s3, secret, "")).prepare();
+    let mut aar = Daemon::s3(&s3_storage(&s3, secret, ""))
+        .no_trust()
+        .prepare();
     let err = aar.try_start().expect_err("started with a wrong secret");
     let line = err
         .lines()
@@ -169,7 +171,9 @@ fn a_wrong_secret_is_refused_at_start_in_one_clear_line() {
 fn a_missing_bucket_and_a_wrong_region_are_refused_at_start() {
     let s3 = S3Server::start();
     let storage = s3_storage(&s3, SECRET_KEY, "").replace("bucket: aar0", "bucket: nosuch");
+    // Nothing trusted first: `aar trust add` would reach the bucket before the daemon.
     let err = Daemon::s3(&storage)
+        .no_trust()
         .prepare()
         .try_start()
         .expect_err("started without a bucket");
@@ -185,6 +189,7 @@ fn a_missing_bucket_and_a_wrong_region_are_refused_at_start() {
         "access-key: AKIAAARTESTKEY000001",
         "access-key: AKIAUNKNOWNKEY000000",
     ))
+    .no_trust()
     .prepare()
     .try_start()
     .expect_err("started with an unknown key");
@@ -223,6 +228,7 @@ fn a_missing_permission_is_named_at_start() {
     ] {
         let s3 = S3Server::start_denying(&[op]);
         let err = Daemon::s3(&s3_storage(&s3, SECRET_KEY, ""))
+            .no_trust()
             .prepare()
             .try_start()
             .expect_err(op);
@@ -248,6 +254,7 @@ fn a_missing_permission_is_named_at_start() {
     // Nothing is left behind by the checks that failed half-way.
     let s3 = S3Server::start_denying(&["ListParts"]);
     let _ = Daemon::s3(&s3_storage(&s3, SECRET_KEY, ""))
+        .no_trust()
         .prepare()
         .try_start();
     assert!(s3.keys("").is_empty(), "{:?}", s3.keys(""));
@@ -360,6 +367,7 @@ async fn an_https_endpoint_is_trusted_through_aws_ca_bundle() {
 
     let err = Daemon::s3(&s3_storage(&s3, SECRET_KEY, ""))
         .env("AWS_CA_BUNDLE", None)
+        .no_trust()
         .prepare()
         .try_start()
         .expect_err("trusted a self-signed S3 endpoint");

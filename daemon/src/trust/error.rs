@@ -124,9 +124,8 @@ pub enum TrustError {
     },
 
     #[error(
-        "cannot {action} the trust store {location}: {detail}; the trust store lives in the \
-         bucket beside the data: check that this machine reaches it (`aar config check`) \
-         and run the command again"
+        "cannot {action} the trust store {location} (with S3 storage it is kept in the bucket, \
+         beside the data): {detail}"
     )]
     Shared {
         action: &'static str,

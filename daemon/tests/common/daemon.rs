@@ -52,10 +52,11 @@ impl DaemonBuilder {
     }
     /// Writes the config and trusts the identities asked for; the daemon is not started.
     pub fn prepare(self) -> Daemon {
-        let inst = match &self.storage {
+        let mut inst = match &self.storage {
             Some(section) => Instance::with_storage(&self.overrides, section),
             None => Instance::new(&self.overrides, self.root_dir.as_deref()),
         };
+        inst.env = self.env.clone();
         if self.trust {
             inst.trust_add(publisher(), true);
             inst.trust_add(client_id(), false);

@@ -34,6 +34,9 @@ pub struct Instance {
     pub config_text: String,
     /// The backend the config names (`fs` or `s3`), as the ready line reports it.
     pub storage: String,
+    /// Environment of the CLI runs, as of the daemon's (with S3 the CLI reaches the
+    /// bucket too: `AWS_CA_BUNDLE` matters to both).
+    pub env: Vec<(String, Option<String>)>,
 }
 
 impl Instance {
@@ -114,6 +117,7 @@ metrics:
             root_dir: root,
             config_text,
             storage: backend,
+            env: Vec::new(),
         }
     }
 
@@ -125,6 +129,12 @@ metrics:
             .arg(&self.config_path)
             .stdin(Stdio::null())
             .env_remove("AAR_CONFIG");
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
         c
     }
 

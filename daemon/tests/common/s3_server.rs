@@ -102,7 +102,7 @@ impl S3Server {
                 let mut builder = s3s::service::S3ServiceBuilder::new(fs);
                 builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
                 builder.set_access(Deny(denied));
-                let service = builder.build();
+                let service = Atomic::new(builder.build());
                 let listener = bind_retrying(addr).await;
                 ready_tx.send(listener.local_addr().unwrap()).unwrap();
                 let mut stop_rx = stop_rx;
@@ -218,6 +218,52 @@ impl S3Server {
 }
 
 /// Refuses unsigned requests (as s3s does by default) and the operations listed.
+/// s3s-fs checks a write's `If-Match` / `If-None-Match` and then writes, in two steps, so
+/// two conditional writes of one key can both pass their check. S3 does both at once (a
+/// conditional write racing another fails with 412 or 409), and the registry's
+/// read-modify-write of its trust store relies on that: this service runs conditional
+/// writes one at a time, so the test server keeps S3's promise.
+#[derive(Clone)]
+struct Atomic {
+    inner: s3s::service::S3Service,
+    writes: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Atomic {
+    fn new(inner: s3s::service::S3Service) -> Atomic {
+        Atomic {
+            inner,
+            writes: Arc::default(),
+        }
+    }
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Atomic {
+    type Response = <s3s::service::S3Service as hyper::service::Service<
+        hyper::Request<hyper::body::Incoming>,
+    >>::Response;
+    type Error = <s3s::service::S3Service as hyper::service::Service<
+        hyper::Request<hyper::body::Incoming>,
+    >>::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        let conditional = request.method() == hyper::Method::PUT
+            && (request.headers().contains_key("if-match")
+                || request.headers().contains_key("if-none-match"));
+        let this = self.clone();
+        Box::pin(async move {
+            let _one_at_a_time = match conditional {
+                true => Some(this.writes.lock().await),
+                false => None,
+            };
+            hyper::service::Service::call(&this.inner, request).await
+        })
+    }
+}
+
 struct Deny(Vec<&'static str>);
 
 #[async_trait::async_trait]

@@ -25,13 +25,17 @@
 //! `deletions/`, which hides them at once; the records are then removed and the marker
 //! last, and start-up finishes a delete a crash interrupted.
 //!
+//! **Trust** is one object, `trust/trust.json`, changed with `If-Match` and checked by
+//! every daemon every few seconds ([`trust`], [`crate::trust::SharedStore`]).
+//!
 //! **Downloads** are redirects to presigned GET URLs or CloudFront signed URLs (see
 //! [`delivery`]).
 //!
 //! One job a file: [`start`] (start-up check), [`objects`] (single-object requests and
 //! the one place S3 answers become [`S3Error`]s), [`upload`] (upload records and
 //! sessions), [`append`] (parts and completion), [`records`] (version records),
-//! [`recover`] (what crashes and abandoned uploads leave). This file holds the wiring:
+//! [`recover`] (what crashes and abandoned uploads leave), [`trust`] (the trust store
+//! every daemon on the bucket applies). This file holds the wiring:
 //! [`S3Storage`] implements [`Storage`] by handing each call to the [`Bucket`].
 
 mod append;
