@@ -14,7 +14,7 @@ machine work in `workload.py`; this module only speaks Juju. It is longer than t
 others because applying and status-collecting read the same view of config, relations and
 machine; split apart, each half would have to rebuild that view. The rules that do not
 need that view already live elsewhere (`state.py`, `secret_options.py`, `cos.py`,
-`snap_migration.py`, `actions.py`).
+`snap_migration.py`, `identity.py`, `actions.py`).
 """
 
 from __future__ import annotations
@@ -227,7 +227,9 @@ class AarCharm(ops.CharmBase):
             restart = config_changed or binary_changed or identity_changed
             found.service_ready = self._run_service(running, restart=restart)
             if step.share_after_start and found.service_ready:
-                found.identity_refused = self._share_disk_pair(self._advertised)
+                # The names it was generated for: this dispatch's, when it wrote the config.
+                names = self._advertised if self._options.config is not None else None
+                found.identity_refused = self._share_disk_pair(names)
         elif replacing_snap:
             self.workload.stop()
         # Only a serving unit opens its port; a changed port closes the old one.
