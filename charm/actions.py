@@ -4,7 +4,9 @@ back the registry up and restore it.
 The trust actions change the trust store only, through the daemon's own `aar trust`
 (`workload.py`), and never restart or reconfigure the daemon: applying config is the
 reconcile's job. `backup` runs `aar backup` beside the serving daemon; `restore` is the one
-action that stops the daemon, because `aar restore` needs it stopped, and starts it again.
+action that stops the daemon, because `aar restore` needs it stopped, and starts it again;
+in between, the charm makes the restored server identity the application's one
+(`identity.py`) or, on a unit other than the leader, puts the application's back.
 What they need from the charm (the running config, the advertised address) is passed in,
 so this module depends on the workload, never on the charm.
 """
@@ -31,11 +33,15 @@ class Actions(ops.Object):
         workload: Workload,
         running_config: Callable[[], dict | None],
         address: Callable[[], str],
+        restored: Callable[[], str] = lambda: "",
     ):
         super().__init__(charm, "actions")
         self.workload = workload
         self.running_config = running_config
         self.address = address
+        # Called after a restore, the daemon still stopped: the charm makes the server
+        # identity the application's one again and says what it did ("" for nothing).
+        self.restored = restored
         observe = charm.framework.observe
         observe(charm.on.list_clients_action, self._on_list_clients)
         observe(charm.on.revoke_client_action, self._on_revoke_client)
@@ -172,10 +178,19 @@ class Actions(ops.Object):
             self.workload.stop()
         failure = ""
         report = ""
+        identity = ""
         try:
-            report = self.workload.restore(path, force=force)
-        except WorkloadError as e:
-            failure = f"restore failed: {e}".replace("pass --force", "pass force=true")
+            try:
+                report = self.workload.restore(path, force=force)
+            except WorkloadError as e:
+                failure = f"restore failed: {e}".replace("pass --force", "pass force=true")
+            # Even a restore cut short may have put the backup's server identity back.
+            try:
+                identity = self.restored()
+            except OSError as e:
+                failure = "; ".join(
+                    m for m in (failure, f"the server identity could not be settled: {e}") if m
+                )
         finally:
             if was_running:
                 event.log("starting the registry again")
@@ -185,10 +200,12 @@ class Actions(ops.Object):
                     failure = "; ".join(
                         m for m in (failure, f"the registry did not start again: {e}") if m
                     )
+        if identity:
+            event.log(identity)
         if failure:
             event.fail(failure)
             return
-        event.set_results({"summary": report})
+        event.set_results({"summary": report, **({"identity": identity} if identity else {})})
 
 
 def _absolute(given: str) -> Path:

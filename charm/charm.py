@@ -14,12 +14,13 @@ machine work in `workload.py`; this module only speaks Juju. It is longer than t
 others because applying and status-collecting read the same view of config, relations and
 machine; split apart, each half would have to rebuild that view. The rules that do not
 need that view already live elsewhere (`state.py`, `secret_options.py`, `cos.py`,
-`snap_migration.py`, `actions.py`).
+`snap_migration.py`, `identity.py`, `actions.py`).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ import ops
 
 import aar_ext
 import cos
+import identity
 from actions import Actions
 from secret_options import STORAGE_OPTION, TOKEN_OPTION, SecretOption, unreadable
 from snap_migration import SnapRegistry
@@ -91,6 +93,7 @@ class Findings:
     # trust changes the daemon refused, or why none could be made
     trust_refused: list[str] = field(default_factory=list)
     service_ready: bool | None = None  # whether the daemon came up; None: not waited for
+    identity_refused: str = ""  # the server identity could not be shared or installed
 
 
 class AarCharm(ops.CharmBase):
@@ -137,7 +140,11 @@ class AarCharm(ops.CharmBase):
         framework.observe(self.on.remove, self._on_stop)
         framework.observe(self.on.collect_unit_status, self._on_collect_status)
         self.actions = Actions(
-            self, self.workload, self._running_config, lambda: self._address(None)
+            self,
+            self.workload,
+            self._running_config,
+            lambda: self._address(None),
+            self._after_restore,
         )
 
     @functools.cached_property
@@ -211,8 +218,18 @@ class AarCharm(ops.CharmBase):
         replacing_snap = self._replacing_snap()
         serving = self._token_lets_serve() and not replacing_snap
         if serving:
-            restart = config_changed or binary_changed
+            step = self._identity_step()
+            if step.wait:
+                # No unit may show AMS a fingerprint other than the application's.
+                self._stand_down()
+                return found
+            found.identity_refused, identity_changed = self._apply_identity(step)
+            restart = config_changed or binary_changed or identity_changed
             found.service_ready = self._run_service(running, restart=restart)
+            if step.share_after_start and found.service_ready:
+                # The names it was generated for: this dispatch's, when it wrote the config.
+                names = self._advertised if self._options.config is not None else None
+                found.identity_refused = self._share_disk_pair(names)
         elif replacing_snap:
             self.workload.stop()
         # Only a serving unit opens its port; a changed port closes the old one.
@@ -375,7 +392,7 @@ class AarCharm(ops.CharmBase):
             return "", False
         state_directory = str(self.workload.paths.state_directory)
         try:
-            text = config.render(state_directory, self._advertise())
+            text = config.render(state_directory, self._advertised)
             return "", self.workload.ensure_config(text)
         except InvalidConfig as e:
             return str(e), False
@@ -407,6 +424,172 @@ class AarCharm(ops.CharmBase):
         except WorkloadError as e:
             logger.warning("%s", e)
         return self.workload.wait_ready(Path(running["certificate"]))
+
+    # -- one server identity for the application (identity.py) ---------------------------
+
+    def _shared_identity(self) -> tuple[identity.Pair | None, str]:
+        """The application's server key and certificate, or why they cannot be read.
+
+        (None, "") when none is shared yet, or there is no peer relation to say where.
+        """
+        relation = self.model.get_relation(PEERS)
+        secret_id = relation.data[self.app].get(identity.SECRET_ID, "") if relation else ""
+        if not secret_id:
+            return None, ""
+        try:
+            # refresh: the leader's new revision (a restored pair) is the one meant.
+            content = self.model.get_secret(id=secret_id).get_content(refresh=True)
+            return identity.Pair.from_content(content, secret_id), ""
+        except identity.IdentityError as e:
+            return None, str(e)
+        except ops.SecretNotFoundError:
+            return None, f"the server identity secret {secret_id} does not exist"
+        except ops.ModelError as e:
+            logger.warning("cannot read the server identity secret %s: %s", secret_id, e)
+            return None, f"cannot read the server identity secret {secret_id}"
+
+    def _disk_pair(self) -> tuple[identity.Pair | None, str]:
+        """The server key and certificate on this machine, or why they cannot be used."""
+        try:
+            return identity.read_pair(*self._tls_paths()), ""
+        except identity.IdentityError as e:
+            return None, str(e)
+
+    def _identity_names(self) -> list[str] | None:
+        """The addresses the shared certificate was generated for; None: not known."""
+        relation = self.model.get_relation(PEERS)
+        text = relation.data[self.app].get(identity.NAMES, "") if relation else ""
+        try:
+            names = json.loads(text) if text else None
+        except ValueError:
+            return None
+        return [str(n) for n in names] if isinstance(names, list) else None
+
+    def _generates_identity(self) -> bool:
+        """The leader's daemon is about to generate the application's certificate."""
+        if not self.unit.is_leader() or self.model.get_relation(PEERS) is None:
+            return False
+        return self._shared_identity() == (None, "") and self._disk_pair() == (None, "")
+
+    def _identity_step(self) -> identity.Step:
+        shared, shared_problem = self._shared_identity()
+        on_disk, _ = self._disk_pair()
+        return identity.plan(
+            leader=self.unit.is_leader(),
+            peers=self.model.get_relation(PEERS) is not None,
+            sole_server=self._filesystem_storage(),
+            shared=shared,
+            shared_problem=shared_problem,
+            on_disk=on_disk,
+        )
+
+    def _apply_identity(self, step: identity.Step) -> tuple[str, bool]:
+        """Install the shared pair or share the one on disk: (why it failed, or "", whether
+        the pair on disk changed, so that a running daemon must restart to present it)."""
+        if step.share:
+            return self._share_disk_pair(None), False
+        if not step.install:
+            return "", False
+        shared, problem = self._shared_identity()
+        if shared is None:
+            return problem, False
+        try:
+            backups = identity.install_pair(shared, *self._tls_paths())
+        except OSError as e:
+            return f"cannot write the server identity: {e}", False
+        address = self._address(None)
+        logger.info(
+            "installed the application's server identity (fingerprint %s)%s",
+            shared.fingerprint,
+            f"; the replaced pair is kept as {', '.join(map(str, backups))}" if backups else "",
+        )
+        if identity.uncovered(self._identity_names(), address):
+            logger.warning(
+                "the application's server certificate does not name %s (it was made for "
+                "%s); it is kept, since AMS pins its fingerprint (docs/charm.md: Several units)",
+                address,
+                ", ".join(self._identity_names() or []),
+            )
+        return "", True
+
+    def _share_disk_pair(self, names: list[str] | None) -> str:
+        """(Leader) make the pair on disk the application's; why that failed, or "".
+
+        `names`: the addresses its certificate was just generated for; None for a pair
+        adopted or restored, whose names the charm does not know.
+        """
+        relation = self.model.get_relation(PEERS)
+        pair, problem = self._disk_pair()
+        if relation is None or pair is None:
+            return problem
+        content = pair.content()
+        secret = self._identity_secret(relation)
+        try:
+            if secret is None:
+                secret = self.app.add_secret(
+                    content,
+                    label=identity.SECRET_LABEL,
+                    description="the aar server key and certificate every unit presents",
+                )
+            elif secret.get_content(refresh=True) != content:
+                secret.set_content(content)
+            elif relation.data[self.app].get(identity.FINGERPRINT) == pair.fingerprint:
+                return ""
+        except ops.ModelError as e:
+            logger.warning("cannot share the server identity: %s", e)
+            return "cannot share the server identity with the other units (see juju debug-log)"
+        relation.data[self.app][identity.SECRET_ID] = secret.id or ""
+        relation.data[self.app][identity.FINGERPRINT] = pair.fingerprint
+        if names is not None:
+            relation.data[self.app][identity.NAMES] = json.dumps(names)
+        else:
+            relation.data[self.app].pop(identity.NAMES, None)
+        logger.info("shared the server identity (fingerprint %s)", pair.fingerprint)
+        return ""
+
+    def _identity_secret(self, relation: ops.Relation) -> ops.Secret | None:
+        """The application's identity secret, by its recorded id, else by its label."""
+        secret_id = relation.data[self.app].get(identity.SECRET_ID, "")
+        for lookup in ({"id": secret_id} if secret_id else None, {"label": identity.SECRET_LABEL}):
+            if lookup is None:
+                continue
+            try:
+                return self.model.get_secret(**lookup)
+            except ops.SecretNotFoundError:
+                continue
+        return None
+
+    def _after_restore(self) -> str:
+        """After `aar restore` (daemon stopped): one identity again; what to tell the operator.
+
+        On the leader the restored pair becomes the application's, so the other units take
+        it rather than pushing the old one back. Another unit presents the application's
+        pair again, the restored one kept beside it.
+        """
+        relation = self.model.get_relation(PEERS)
+        restored, _ = self._disk_pair()
+        if relation is None or restored is None:
+            return ""
+        shared, _ = self._shared_identity()
+        if shared == restored:
+            return ""
+        if self.unit.is_leader():
+            refused = self._share_disk_pair(None)
+            if refused:
+                return refused
+            return (
+                f"the restored server identity (fingerprint {restored.fingerprint}) is now "
+                "the application's; every unit presents it from its next hook"
+            )
+        if shared is None:
+            return ""
+        backups = identity.install_pair(shared, *self._tls_paths())
+        return (
+            f"this unit presents the application's server identity (fingerprint "
+            f"{shared.fingerprint}), not the restored one (kept as "
+            f"{', '.join(map(str, backups))}); restore on the leader to make a backup's "
+            "identity the application's"
+        )
 
     # -- trust ---------------------------------------------------------------------------
 
@@ -459,14 +642,27 @@ class AarCharm(ops.CharmBase):
             if (relation.id, unit.name) != self._leaving.departing
         ]
 
-    def _advertise(self) -> list[str]:
-        """The addresses the server certificate is made for."""
+    @functools.cached_property
+    def _advertised(self) -> list[str]:
+        """The addresses the server certificate is made for (the daemon reads them only
+        when it generates one): `location`, this unit's address, and those the
+        application's certificate was made for, so that the config stays the same once it
+        is shared; while the leader is about to generate that certificate, every peer's
+        address too. Worked out once per dispatch, before the daemon may generate it, so
+        that the leader records the names it was made for."""
         location = self._location
         addresses = [location] if location else []
         ingress = self._ingress_address(None)
         if ingress:
             addresses.append(ingress)
-        return addresses
+        addresses += self._identity_names() or []
+        relation = self.model.get_relation(PEERS)
+        if relation is not None and self._generates_identity():
+            for unit in relation.units:
+                peer = relation.data[unit].get("ingress-address", "")
+                if peer:
+                    addresses.append(peer)
+        return sorted(set(addresses))
 
     def _ingress_address(self, relation: ops.Relation | None) -> str:
         """The address AMS on the other side of `relation` reaches this unit at."""
@@ -553,6 +749,7 @@ class AarCharm(ops.CharmBase):
             and not self._must_stand_down()
             and not self._replacing_snap()
             and self._running_config() is not None
+            and not self._identity_step().wait
         )
 
     def _share_telemetry(self) -> None:
@@ -615,10 +812,13 @@ class AarCharm(ops.CharmBase):
             # Nothing was ever configured: no trust store or service to look at yet.
             return issues or [ops.WaitingStatus("waiting for a valid configuration")]
         issues += self._trust_issues()
+        if self._found.identity_refused:
+            issues.append(ops.BlockedStatus(self._found.identity_refused))
         # An invalid config leaves the last good one running, so whether to serve depends
         # only on the token having been set.
         if self._token_lets_serve() and replaced is None:
-            issues += self._service_issues()
+            waiting = self._identity_step().wait
+            issues += [ops.WaitingStatus(waiting)] if waiting else self._service_issues()
         return issues
 
     def _pro_issues(self) -> list[ops.StatusBase]:

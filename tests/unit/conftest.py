@@ -85,11 +85,14 @@ class FakeWorkload:
     # service ---------------------------------------------------------------------------
 
     def _generate_certificate(self) -> None:
+        # As the daemon does: a new pair only when neither file exists.
         running = aar_ext.describe_config(self.current_config())
-        cert = Path(running["certificate"])
-        if not cert.exists():
+        cert, key = Path(running["certificate"]), Path(running["key"])
+        if not cert.exists() and not key.exists():
             cert.parent.mkdir(parents=True, exist_ok=True)
-            cert.write_text(make_identity("aar-server").cert_pem)
+            pair = make_identity("aar-server")
+            key.write_text(pair.key_pem)
+            cert.write_text(pair.cert_pem)
 
     def is_running(self) -> bool:
         return self.running
