@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Benchmark aar against Debian's docker-registry (CNCF distribution 2.8).
+"""Benchmark aar against Debian's docker-registry (CNCF distribution 2.8), against nginx
+serving its metadata bytes, under 1,000 polling clients, and at start-up on 100,000
+versions.
 
 Run through bench/run.sh, which installs the tools, makes the work directory
 and cleans up after this script. Python 3.11 standard library only; every
@@ -13,6 +15,7 @@ benchmarks share is in benchlib.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import hashlib
 import json
@@ -25,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from benchlib import (
@@ -47,6 +51,7 @@ from benchlib import (
     run,
     stop,
     system_busy_ticks,
+    wait_port,
     wait_quiet,
     wrk,
 )
@@ -54,7 +59,21 @@ from benchlib import (
 APP = "bench"  # aar application name and docker-registry repository name
 ARCH = "amd64"
 HERE = Path(__file__).resolve().parent
-LABELS = {"aar": "aar", "registry": "docker-registry"}
+LABELS = {"aar": "aar", "registry": "docker-registry", "nginx": "nginx"}
+# The image behind the metadata of the nginx, polling and start-up scenarios: what they
+# measure does not depend on its size.
+SMALL = 1 << 20
+# What `--only` runs: the scenarios, and which servers the upload-to-handshake ones compare.
+ONLY = {
+    "both": (["aar", "registry"], ["base", "nginx", "polling", "startup"]),
+    "aar": (["aar"], ["base", "polling", "startup"]),
+    "peer": (["registry"], ["base"]),
+    "nginx": (["aar"], ["nginx"]),
+    "polling": (["aar"], ["polling"]),
+    "startup": (["aar"], ["startup"]),
+}
+# The peer of a row when it is not docker-registry.
+PEER_OF = {"nginx_rps": "nginx", "nginx_p99_ms": "nginx", "nginx_cpu_us": "nginx"}
 
 # Peer figures measured earlier on this kind of machine (for orientation only).
 REFERENCE = {
@@ -320,15 +339,26 @@ class Aar(Server):
         r"([0-9a-f]{64})\)\s*$"
     )
 
-    def start(self) -> None:
+    def start(self, again: bool = False) -> None:
+        """Starts aar; `again`: on the state and storage of an earlier start. Sets
+        `ready_s`, the seconds from the start of the process to its ready line."""
         b = self.bench.aar_bin
         cfg = self.dir / "aar.yaml"
-        cfg.write_text(
-            f'http: {{addr: 127.0.0.1:{self.port}, tls: {{min-version: "1.3"}}}}\n'
-            f"state-directory: {self.dir}/state\n"
-            f"storage: {{fs: {{root-directory: {self.dir}/data}}}}\n"
-        )
-        run([b, "trust", "add", "--config", cfg, self.tls.client_crt, "--publisher"], timeout=60)
+        if not again:
+            # Its own metrics port: several instances, and other aar daemons on this
+            # machine, must not contend for the default one.
+            self.metrics_port = free_port()
+            cfg.write_text(
+                f'http: {{addr: 127.0.0.1:{self.port}, tls: {{min-version: "1.3"}}}}\n'
+                f"metrics: {{addr: 127.0.0.1:{self.metrics_port}}}\n"
+                f"state-directory: {self.dir}/state\n"
+                f"storage: {{fs: {{root-directory: {self.dir}/data}}}}\n"
+            )
+            run(
+                [b, "trust", "add", "--config", cfg, self.tls.client_crt, "--publisher"],
+                timeout=60,
+            )
+        t0 = time.monotonic()
         with (
             open(self.dir / "stdout.log", "wb") as out,
             open(self.dir / "stderr.log", "wb") as err,
@@ -340,7 +370,7 @@ class Aar(Server):
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         m = None
         while time.monotonic() < deadline:
             self.alive()
@@ -350,9 +380,11 @@ class Aar(Server):
                     break
             if m:
                 break
-            time.sleep(0.05)
+            time.sleep(0.01)
         if not m:
-            raise BenchError(f"aar printed no ready line within 60 s:\n{self.log_tail()}")
+            raise BenchError(f"aar printed no ready line within 120 s:\n{self.log_tail()}")
+        self.ready_s = time.monotonic() - t0
+        self.ready_rss_kib = proc_status_kib(self.pid, "VmRSS")
         self.version, port, fp = m.group(1), int(m.group(2)), m.group(3)
         if port != self.port:
             raise BenchError(f"aar serves on port {port}, configured {self.port}")
@@ -393,6 +425,18 @@ class Aar(Server):
             raise BenchError(
                 f"the client certificate is not seen as a trusted publisher:\n{r.describe()}"
             )
+
+    def duration_buckets(self) -> dict[float, float]:
+        """aar_http_request_duration_seconds from /metrics: cumulative count per bound."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        out = {}
+        for m in re.finditer(
+            r'^aar_http_request_duration_seconds_bucket\{le="([^"]+)"[^}]*\} (\S+)$', text, re.M
+        ):
+            le = float(m.group(1))
+            out[le] = out.get(le, 0.0) + float(m.group(2))  # summed over routes and statuses
+        return out
 
     def upload(self, path: Path, digest: str, size: int) -> float:
         r1 = expect(
@@ -567,6 +611,100 @@ class Registry(Server):
             )
 
 
+class Nginx(Server):
+    """Debian's nginx serving one file, the bytes of aar's metadata answer, at the same path
+    and under the same TLS terms: TLS 1.3, the peer's ECDSA certificate, and the client
+    certificate required (`ssl_verify_client on` with that certificate as the only CA, as
+    docker-registry's `clientcas`: a pinned certificate, checked in the handshake). aar
+    accepts any client certificate in the handshake and looks its fingerprint up per
+    request; `optional_no_ca` would skip the chain check but not add a lookup, and with
+    keep-alive either costs once per connection, not per request."""
+
+    kind = "nginx"
+    label = "nginx"
+
+    def start(self, body: bytes, path: str) -> None:
+        f = self.dir / "metadata.json"
+        f.write_bytes(body)
+        t = self.tls
+        # Root runs nginx's workers as `nobody`, who cannot enter the private work directory.
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        conf = self.dir / "nginx.conf"
+        conf.write_text(
+            f"{user}"
+            "worker_processes auto;\n"  # one per core, as aar's runtime has one thread per core
+            "daemon off;\n"
+            f"pid {self.dir}/nginx.pid;\n"
+            f"error_log {self.dir}/error.log warn;\n"
+            "events { worker_connections 4096; }\n"
+            "http {\n"
+            "  access_log off;\n"
+            # nginx closes a keep-alive connection after 1000 requests by default; aar
+            # does not, and a new handshake per 1000 requests is not what is compared.
+            "  keepalive_requests 100000000;\n"
+            "  open_file_cache max=16 inactive=60s;\n"
+            "  open_file_cache_valid 60s;\n"
+            "  server {\n"
+            f"    listen 127.0.0.1:{self.port} ssl;\n"
+            f"    ssl_certificate {t.peer_crt};\n"
+            f"    ssl_certificate_key {t.peer_key};\n"
+            "    ssl_protocols TLSv1.3;\n"
+            "    ssl_verify_client on;\n"
+            f"    ssl_client_certificate {t.client_crt};\n"
+            f"    location = {path} {{ default_type application/json; alias {f}; }}\n"
+            "    location / { return 404; }\n"
+            "  }\n"
+            "}\n"
+        )
+        with open(self.dir / "nginx.log", "wb") as out:
+            self.proc = popen(
+                ["nginx", "-p", f"{self.dir}/", "-e", self.dir / "error.log", "-c", conf],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            self.alive()
+            try:
+                wait_port(self.port, 0.5)
+                break
+            except BenchError:
+                if time.monotonic() > deadline:
+                    raise
+        self.meta_path = path
+        self.client = Client(self.tls, self.dir, t.peer_crt)
+        served = expect(self.req("GET", path), 200).body
+        if served != body:
+            raise BenchError("nginx does not serve the bytes it was given")
+        v = run(["nginx", "-v"]).stderr.decode().strip()
+        self.version = v.split(":", 1)[-1].strip()
+
+    def pids(self) -> list[int]:
+        """The master and its workers."""
+        out = [self.pid]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:
+                continue
+            if int(text[text.rindex(")") + 2 :].split()[1]) == self.pid:
+                out.append(int(stat.parent.name))
+        return out
+
+    def cpu(self) -> float:
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):  # a worker that has just exited
+                total += cpu_seconds(pid)
+        return total
+
+    def unauthenticated_check(self) -> str:
+        r = self.client.request("GET", self.base + self.meta_path, cert=False)
+        return f"curl without a client certificate: HTTP {r.status}"
+
+
 # --------------------------------------------------------------------------- benchmark
 
 
@@ -577,10 +715,10 @@ class Bench:
         self.work.mkdir(parents=True, exist_ok=True)
         self.tls = Tls(self.work, HERE)
         self.aar_bin = args.aar
-        self.kinds = {"both": ["aar", "registry"], "aar": ["aar"], "peer": ["registry"]}[args.only]
-        self.samples: dict[str, dict[str, list[float]]] = {k: {} for k in ("aar", "registry")}
+        self.kinds, self.scenarios = ONLY[args.only]
+        self.samples: dict[str, dict[str, list[float]]] = {k: {} for k in LABELS}
         self.final: dict[str, Server] = {}
-        self.all_hwm: dict[str, list[int]] = {"aar": [], "registry": []}
+        self.all_hwm: dict[str, list[int]] = {k: [] for k in LABELS}
         self.checks: list[str] = []
         self.tls_info: dict[str, dict] = {}
         self.versions: dict[str, str] = {}
@@ -631,9 +769,12 @@ class Bench:
         self.collect_versions()
         self.tls.make()
         self.check_wrk_cipher_forcing()
-        self.blob = self.work / "blob.bin"
-        log(f"writing {self.size} random bytes to {self.blob}")
-        self.digest = random_file(self.blob, self.size)
+        self.small_blob = self.work / "small.bin"
+        self.small_digest = random_file(self.small_blob, SMALL)
+        if "base" in self.scenarios:
+            self.blob = self.work / "blob.bin"
+            log(f"writing {self.size} random bytes to {self.blob}")
+            self.digest = random_file(self.blob, self.size)
         os.sync()
 
     def collect_versions(self) -> None:
@@ -941,15 +1082,209 @@ class Bench:
         self.started = datetime.datetime.now(datetime.timezone.utc)
         self.load_before = os.getloadavg()
         self.setup()
-        self.phase_upload()
-        self.prepare_downloads()
-        self.phase_download()
-        self.phase_metadata()
-        self.phase_handshakes()
-        self.phase_rss()
+        if "base" in self.scenarios:
+            self.phase_upload()
+            self.prepare_downloads()
+            self.phase_download()
+            self.phase_metadata()
+            self.phase_handshakes()
+            self.phase_rss()
+        if "nginx" in self.scenarios:
+            self.phase_nginx()
+        if "polling" in self.scenarios:
+            self.phase_polling()
+        if "startup" in self.scenarios:
+            self.phase_startup()
         self.load_after = os.getloadavg()
         self.finished = datetime.datetime.now(datetime.timezone.utc)
         return self.report()
+
+    # ------------------------------------------------------------------ scenarios of issue 12
+    def small_aar(self, tag: str) -> Aar:
+        """A fresh aar with one published version of a 1 MiB image."""
+        srv = self.new_server("aar", tag)
+        srv.upload(self.small_blob, self.small_digest, SMALL)
+        srv.publish(self.small_digest, SMALL)
+        return srv
+
+    def phase_nginx(self) -> None:
+        """aar's metadata GET against nginx serving the same bytes as a static file."""
+        srv = self.small_aar("nginx-anchor")
+        ref = expect(srv.req("GET", srv.meta_path), 200)
+        srv.meta_bytes = ref.size_header + ref.size_down
+        ngx = Nginx(self, "static")
+        ngx.start(ref.body, srv.meta_path)
+        self.versions["nginx"] = ngx.version
+        self.tls_info["nginx"] = ngx.tls_check(ngx.meta_path)
+        self.checks.append(
+            f"nginx: serves at `{ngx.meta_path}` the {len(ref.body)} bytes that aar answers "
+            f"there (compared); {ngx.unauthenticated_check()}"
+        )
+        neg = wrk(
+            self.tls,
+            ngx.base + ngx.meta_path,
+            threads=1,
+            connections=1,
+            duration=1,
+            with_cert=False,
+        )
+        ok = neg["requests"] > 0 and neg["status"] == neg["requests"]
+        self.checks.append(
+            f"nginx: wrk WITHOUT the shim, 1 s: {neg['requests']:.0f} requests, "
+            f"{neg['status']:.0f} answered >= 400 (400, no required certificate)"
+            + ("" if ok else " — UNEXPECTED")
+        )
+        ngx.meta_bytes = expect(ngx.req("GET", ngx.meta_path), 200).size_header + len(ref.body)
+        for s in (srv, ngx):
+            self.check_wrk(s, self.wrk(s, 2))
+        reps = self.args.reps
+        for rep in range(reps):
+            for s in (srv, ngx) if rep % 2 == 0 else (ngx, srv):
+                self.quiet()
+                with Meter(s) as m:
+                    res = self.wrk(s, self.args.duration)
+                self.check_wrk(s, res)
+                rps = res["requests"] / (res["duration_us"] / 1e6)
+                self.add(s.kind, "nginx_rps", rps)
+                self.add(s.kind, "nginx_p99_ms", res["p99_us"] / 1000)
+                self.add(s.kind, "nginx_cpu_us", m.cpu / res["requests"] * 1e6)
+                log(f"metadata vs nginx rep {rep + 1}/{reps} {s.label:8} {rps:8.0f} req/s")
+                s.alive()
+        ngx.stop()
+        srv.stop()
+
+    def phase_polling(self) -> None:
+        """Many keep-alive clients, each asking every interval whether the metadata changed."""
+        a = self.args
+        srv = self.small_aar("polling")
+        etag = expect(srv.req("GET", srv.meta_path), 200).headers.get("etag")
+        if not etag:
+            raise BenchError(f"aar sent no ETag for GET {srv.meta_path}")
+        expect(srv.req("GET", srv.meta_path, headers=[f"If-None-Match: {etag}"]), 304)
+        cmd = [
+            "wrk",
+            f"-t{a.wrk_threads}",
+            f"-c{a.poll_clients}",
+            f"-d{a.poll_duration}s",
+            "--timeout",
+            "5s",
+            "--latency",
+            "-s",
+            HERE / "wrk_poll.lua",
+            srv.base + srv.meta_path,
+            "--",
+            etag,
+            str(a.poll_interval_ms),
+        ]
+        for rep in range(a.reps):
+            self.quiet()
+            out = self.work / "wrk-poll.out"
+            rss = []
+            before = srv.duration_buckets()
+            with Meter(srv) as m, open(out, "wb") as f:
+                p = popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=self.tls.wrk_env())
+                while p.poll() is None:
+                    rss.append(proc_status_kib(srv.pid, "VmRSS"))
+                    time.sleep(0.5)
+                reap(p)
+            text = out.read_text(errors="replace")
+            if p.returncode != 0:
+                raise BenchError(f"wrk (polling) failed ({p.returncode}): {text[-500:]}")
+            res = parse_wrk(text)
+            after = srv.duration_buckets()
+            inside = {le: after[le] - before.get(le, 0) for le in after}
+            self.add("aar", "poll_srv_p99_ms", bucket_quantile(inside, 0.99) * 1000)
+            errors = sum(res[k] for k in ("connect", "read", "write", "timeout", "not304"))
+            secs = res["duration_us"] / 1e6
+            self.add("aar", "poll_rps", res["requests"] / secs)
+            self.add("aar", "poll_errors", errors)
+            self.add("aar", "poll_p50_ms", res["p50_us"] / 1000)
+            self.add("aar", "poll_p99_ms", res["p99_us"] / 1000)
+            self.add("aar", "poll_cpu", m.cpu / secs)
+            self.add("aar", "poll_rss_mib", max(rss) / 1024)
+            log(
+                f"polling rep {rep + 1}/{a.reps}: {res['requests'] / secs:6.0f} req/s, "
+                f"{errors:.0f} errors, p99 {res['p99_us'] / 1000:.2f} ms, "
+                f"RSS {max(rss) / 1024:.1f} MiB"
+            )
+            srv.alive()
+        self.add("aar", "poll_hwm_mib", srv.hwm_kib() / 1024)
+        self.checks.append(
+            f"polling: wrk -c{a.poll_clients} with `wrk_poll.lua` (If-None-Match: {etag}, "
+            f"{a.poll_interval_ms} ms between a response and the next request on each "
+            "connection); errors = socket errors, timeouts (5 s) and answers other than 304"
+        )
+        srv.stop()
+
+    def phase_startup(self) -> None:
+        """Start-up on a registry of many versions, written straight into the fs layout."""
+        a = self.args
+        empty = self.new_server("aar", "startup-empty")
+        self.add("aar", "start0_rss_mib", empty.ready_rss_kib / 1024)
+        empty.remove()
+        srv = self.small_aar("startup")
+        srv.stop()
+        apps_dir = srv.dir / "data" / "apps"
+        seed = json.loads((apps_dir / APP / "versions" / "1.json").read_text())
+        shutil.rmtree(apps_dir / APP)
+        per_app = max(1, a.startup_versions // a.startup_apps)
+        log(f"writing {a.startup_apps} x {per_app} version records under {apps_dir}")
+        manifest = seed["manifest"]
+        for i in range(a.startup_apps):
+            name = f"app{i:05d}"
+            vdir = apps_dir / name / "versions"
+            vdir.mkdir(parents=True)
+            own = manifest.replace(f"name: {APP}", f"name: {name}")
+            rec = dict(seed, application=name, manifest=own)
+            for v in range(1, per_app + 1):
+                rec["version"] = v
+                path = vdir / f"{v}.json"
+                path.write_text(json.dumps(rec, indent=2))
+                path.chmod(0o600)
+        total = a.startup_apps * per_app
+        self.startup_total = (a.startup_apps, total)
+        for rep in range(a.reps):
+            self.quiet()
+            busy0, kids0, self0 = system_busy_ticks()[0], children_cpu(), time.process_time()
+            t0 = time.monotonic()
+            srv.start(again=True)
+            r = expect(srv.req("GET", "/1.0/applications", timeout=120), 200)
+            # What other processes used meanwhile (Meter's figure; the daemon is new).
+            ours = srv.cpu() + children_cpu() - kids0 + time.process_time() - self0
+            busy = (system_busy_ticks()[0] - busy0) / CLK_TCK
+            span = (time.monotonic() - t0) * len(os.sched_getaffinity(0))
+            self.foreign.append(max(0.0, busy - ours) / span)
+            # The first full answer a client asking right at the ready line would get.
+            listed = srv.ready_s + r.time_total
+            apps = r.json()["metadata"]
+            n = sum(len(x["versions"]) for x in apps)
+            if len(apps) != a.startup_apps or n != total:
+                raise BenchError(
+                    f"the listing has {len(apps)} applications and {n} versions, "
+                    f"expected {a.startup_apps} and {total}"
+                )
+            self.add("aar", "start_ready_s", srv.ready_s)
+            self.add("aar", "start_list_s", listed)
+            self.add("aar", "start_rss_mib", srv.ready_rss_kib / 1024)
+            self.add("aar", "start_list_rss_mib", proc_status_kib(srv.pid, "VmRSS") / 1024)
+            log(
+                f"start-up rep {rep + 1}/{a.reps}: serving after {srv.ready_s:.2f} s, full "
+                f"listing after {listed:.2f} s, RSS {srv.ready_rss_kib / 1024:.1f} MiB"
+            )
+            srv.stop()
+        s = self.samples["aar"]
+        self.add(
+            "aar",
+            "start_per_version",
+            (med(s["start_rss_mib"]) - med(s["start0_rss_mib"])) * MIB / total,
+        )
+        self.checks.append(
+            f"start-up: {a.startup_apps} applications x {per_app} versions, each record a copy "
+            "of one published through the API with its name and number changed, all naming "
+            "the same 1 MiB image; the listing `GET /1.0/applications` holds every one; the "
+            "records are in the page cache (written just before)"
+        )
+        srv.remove()
 
     # ------------------------------------------------------------------ report
     def report(self) -> str:
@@ -1040,6 +1375,115 @@ class Bench:
                 lambda r, v: v < 64,
             ),
         ]
+        if "base" not in self.scenarios:
+            rows = []
+        if "nginx" in self.scenarios:
+            rows += [
+                (
+                    "nginx_rps",
+                    "metadata GET, peer column = nginx serving the same bytes: requests/s",
+                    "{:,.0f}",
+                    None,
+                    "≥ 1.2× nginx",
+                    lambda r, v: r >= 1.2,
+                ),
+                (
+                    "nginx_p99_ms",
+                    "metadata GET vs nginx: p99 latency (ms)",
+                    "{:.2f}",
+                    None,
+                    "",
+                    None,
+                ),
+                (
+                    "nginx_cpu_us",
+                    "metadata GET vs nginx: server CPU per request (µs)",
+                    "{:.0f}",
+                    None,
+                    "",
+                    None,
+                ),
+            ]
+        if "polling" in self.scenarios:
+            poll = (
+                f"polling, {a.poll_clients} keep-alive clients each every {a.poll_interval_ms} ms"
+            )
+            rows += [
+                ("poll_rps", f"{poll}: answers/s (304)", "{:,.0f}", None, "", None),
+                ("poll_errors", f"{poll}: errors", "{:.0f}", None, "0", lambda r, v: v == 0),
+                ("poll_p50_ms", f"{poll}: p50 latency (ms)", "{:.2f}", None, "", None),
+                (
+                    "poll_p99_ms",
+                    f"{poll}: p99 latency (ms)",
+                    "{:.2f}",
+                    None,
+                    "< 10 ms",
+                    lambda r, v: v < 10,
+                ),
+                (
+                    "poll_srv_p99_ms",
+                    f"{poll}: p99 inside aar, bucket of its request-duration histogram (ms, ≤)",
+                    "{:g}",
+                    None,
+                    "",
+                    None,
+                ),
+                ("poll_cpu", f"{poll}: server CPU (cores)", "{:.2f}", None, "", None),
+                (
+                    "poll_rss_mib",
+                    f"{poll}: RSS during the run, max (MiB)",
+                    "{:.1f}",
+                    None,
+                    "≤ 64 MiB",
+                    lambda r, v: v <= 64,
+                ),
+            ]
+        if "startup" in self.scenarios:
+            apps, total = getattr(self, "startup_total", (a.startup_apps, a.startup_versions))
+            st = f"start-up, {total:,} versions in {apps:,} applications (fs)"
+            rows += [
+                (
+                    "start_ready_s",
+                    f"{st}: time to serving (s)",
+                    "{:.2f}",
+                    None,
+                    "< 5 s",
+                    lambda r, v: v < 5,
+                ),
+                (
+                    "start_list_s",
+                    f"{st}: time to the first full listing (s)",
+                    "{:.2f}",
+                    None,
+                    "",
+                    None,
+                ),
+                ("start_rss_mib", f"{st}: RSS when serving (MiB)", "{:.1f}", None, "", None),
+                (
+                    "start_list_rss_mib",
+                    f"{st}: RSS after the first full listing (MiB)",
+                    "{:.1f}",
+                    None,
+                    "",
+                    None,
+                ),
+                (
+                    "start0_rss_mib",
+                    "start-up, 0 versions: RSS when serving (MiB)",
+                    "{:.1f}",
+                    None,
+                    "",
+                    None,
+                ),
+                (
+                    "start_per_version",
+                    "start-up: RSS growth per version (bytes)",
+                    "{:,.0f}",
+                    None,
+                    "stated",
+                    None,
+                ),
+            ]
         size_txt = "1 GiB" if self.size == GIB else f"{self.size} bytes"
         lines = []
         lines.append("# aar vs docker-registry benchmark\n")
@@ -1069,12 +1513,18 @@ class Bench:
             f"- peer: {vers['docker-registry']} (Debian package `docker-registry` "
             f"{run(['dpkg-query', '-W', '-f=${Version}', 'docker-registry']).stdout.decode()})"
         )
+        if "nginx" in vers:
+            lines.append(
+                f"- second anchor: nginx {vers['nginx']} (Debian package `nginx` "
+                f"{run(['dpkg-query', '-W', '-f=${Version}', 'nginx']).stdout.decode()})"
+            )
         lines.append(f"- clients: {vers['curl']}; {vers['openssl']}; wrk {vers['wrk']}")
         lines.append(f"- command: `{a.command}`")
         lines.append(
-            f"- medians of {a.reps} repetitions; test file {size_txt} of random bytes; "
-            f"MB = 10^6 bytes; wrk -t{a.wrk_threads} -c{a.wrk_connections} -d{a.duration}s; "
-            f"s_time -new -time {a.duration}"
+            f"- medians of {a.reps} repetitions; "
+            + (f"test file {size_txt} of random bytes; " if "base" in self.scenarios else "")
+            + f"MB = 10^6 bytes; wrk -t{a.wrk_threads} -c{a.wrk_connections} -d{a.duration}s; "
+            f"s_time -new -time {a.duration}; scenarios: {', '.join(self.scenarios)}"
         )
         tls = "; ".join(
             f"{LABELS[k]}: {v['Protocol version']} "
@@ -1084,17 +1534,18 @@ class Bench:
         )
         lines.append(f"- TLS as negotiated (openssl s_client with the benchmark's flags): {tls}")
         lines.append("")
+        peers = [LABELS[k] for k in ("registry", "nginx") if self.samples[k]]
         lines.append(
-            "| measure | aar | docker-registry | aar/peer | target (aar) | met "
+            f"| measure | aar | {' / '.join(peers) or 'peer'} | aar/peer | target (aar) | met "
             "| peer, earlier reference |"
         )
         lines.append("|---|---:|---:|---:|---|---|---:|")
         for key, label, fmt, ref, target, check in rows:
             va = med(self.samples["aar"].get(key))
-            vp = med(self.samples["registry"].get(key))
+            vp = med(self.samples[PEER_OF.get(key, "registry")].get(key))
             ratio = va / vp if va is not None and vp else None
             met = ""
-            if check and va is not None and (ratio is not None or target.startswith("<")):
+            if check and va is not None and (ratio is not None or "×" not in target):
                 met = "yes" if check(ratio if ratio is not None else 0, va) else "**no**"
             lines.append(
                 f"| {label} | {fmtv(fmt, va)} | {fmtv(fmt, vp)} | "
@@ -1117,12 +1568,24 @@ class Bench:
         lines.append("")
         lines.append("## Checks\n")
         lines += [f"- {c}" for c in self.checks]
-        notes = [n for k in self.kinds for n in self.final[k].notes]
+        notes = [n for k in self.kinds if k in self.final for n in self.final[k].notes]
         if notes:
             lines.append("")
             lines.append("## Notes\n")
             lines += [f"- {n}" for n in notes]
         return "\n".join(lines) + "\n"
+
+
+def bucket_quantile(cumulative: dict[float, float], q: float) -> float:
+    """The upper bound of the histogram bucket that holds quantile q."""
+    bounds = sorted(cumulative)
+    if not bounds:
+        raise BenchError("aar's request-duration histogram is empty")
+    total = cumulative[bounds[-1]]
+    for le in bounds:
+        if cumulative[le] >= q * total:
+            return le
+    return bounds[-1]
 
 
 def med(vals):
@@ -1161,7 +1624,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--aar", default=str(HERE.parent / "target" / "release" / "aar"))
-    ap.add_argument("--only", choices=["both", "aar", "peer"], default="both")
+    ap.add_argument("--only", choices=list(ONLY), default="both")
+    ap.add_argument("--poll-clients", type=int, default=1000)
+    ap.add_argument("--poll-interval-ms", type=int, default=100)
+    ap.add_argument("--poll-duration", type=int, default=30, help="seconds per polling run")
+    ap.add_argument("--startup-versions", type=int, default=100_000)
+    ap.add_argument("--startup-apps", type=int, default=1000)
     ap.add_argument(
         "--size", type=int, default=GIB, help="test file size in bytes (default 1 GiB)"
     )
@@ -1176,11 +1644,18 @@ def main() -> int:
         default=30,
         help="seconds to wait, before each timed run, for other processes to leave the CPUs",
     )
-    ap.add_argument("--output", default=str(HERE / "results" / "latest.md"))
+    ap.add_argument(
+        "--output",
+        help="default bench/results/latest.md, or latest-SCENARIO.md for --only "
+        "nginx|polling|startup",
+    )
     ap.add_argument("--command", default="bench/run.sh")
     args = ap.parse_args()
     if args.reps < 1:
         ap.error("--reps must be at least 1")
+    if args.output is None:
+        name = "latest.md" if args.only in ("both", "aar", "peer") else f"latest-{args.only}.md"
+        args.output = str(HERE / "results" / name)
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")

@@ -25,7 +25,7 @@ bench_args() {
 # benchmarks use, plus the packages named.
 bench_packages() {
     local missing=() pkg
-    for pkg in docker-registry wrk curl openssl; do
+    for pkg in docker-registry wrk curl openssl nginx; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
     done
     command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)

@@ -27,6 +27,21 @@ command -v cargo >/dev/null || { echo "scripts/test.sh: cargo is missing; instal
 command -v go >/dev/null || { echo "scripts/test.sh: go is missing; install it (apt-get install golang-go) or run as root" >&2; exit 1; }
 
 cargo fmt --all --check
+
+# `cargo test` resolves the daemon's dependencies with the dev-dependencies' features added;
+# `cargo build -p aar` (the README's `cargo run`, scripts/build-charm.sh) without them. Any
+# crate whose features differ is compiled twice, with everything that depends on it, and
+# the tests run other code than the one shipped; daemon/Cargo.toml names those features in
+# [dependencies] so that the two agree. Lines: "crate version features".
+shipped=$(cargo tree --locked -p aar -e normal,build -f '{p} {f}' --prefix none | sed 's/ (\*)$//' | sort -u)
+tested=$(cargo tree --locked --workspace -e normal,build,dev -f '{p} {f}' --prefix none | sed 's/ (\*)$//' | sort -u)
+drift=$(comm -23 <(echo "$shipped") <(echo "$tested"))
+if [ -n "$drift" ]; then
+    echo "scripts/test.sh: the test build turns on features that \`cargo build -p aar\` does not, in:" >&2
+    echo "$drift" >&2
+    echo "add them to daemon/Cargo.toml [dependencies] (see its last block); \`cargo tree -e features -i <crate>\` says which dev-dependency wants them" >&2
+    exit 1
+fi
 cargo clippy --release --locked --all-targets -- -D warnings
 cargo test --release --locked --workspace
 

@@ -6,7 +6,9 @@ What is measured (see bench/s3/README.md for the method):
     keep-alive, client certificate via bench/client_cert_shim.c), for aar with presigned
     URLs, aar with CloudFront signed URLs, and docker-registry (S3 driver, presigned);
   * upload throughput, daemon CPU and peak RSS: aar into s3s-fs (multipart, --size,
-    4 GiB by default) and, at --peer-size, aar and docker-registry into moto.
+    4 GiB by default) and, at --peer-size, aar and docker-registry into moto;
+  * start-up on a bucket of --startup-versions (10,000) version records written straight
+    into s3s-fs's files: time to listening and to the first full listing, RSS.
 
 Long on purpose: it is the whole S3 benchmark; what both benchmarks share is in
 bench/benchlib.py.
@@ -16,6 +18,8 @@ import argparse
 import json
 import os
 import re
+import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -172,6 +176,8 @@ class Aar:
         self.config.write_text(
             f"http:\n  addr: 127.0.0.1:{self.port}\n  limits:\n    max-image-size: 64GiB\n"
             f"    body-timeout: 5m\nstate-directory: {self.dir / 'state'}\n{storage}\n"
+            # Its own metrics port: the default one may be taken by another aar here.
+            f"metrics:\n  addr: 127.0.0.1:{free_port()}\n"
             "log:\n  level: warn\n"
         )
         run([binary, "trust", "add", tls.client_crt, "--publisher", "--config", self.config])
@@ -306,6 +312,80 @@ http:
         )
 
 
+def measure_startup(aar_bin, work, tls, endpoint, s3_root, args, results, checks):
+    """Start-up on a bucket of many versions: one published through the API, its record
+    copied under other names into s3s-fs's directory (an object there is a plain file)."""
+    seed = Aar(aar_bin, work, tls, "aar-startup", s3_section(endpoint))
+    empty_rss = proc_status_kib(seed.proc.pid, "VmRSS") / 1024
+    image = work / "startup-image.bin"
+    digest = random_file(image, 1 << 20)
+    seed.upload(image, digest, 1 << 20)
+    seed.publish(digest)
+    seed.proc.stop()
+    image.unlink()
+    apps = s3_root / BUCKET / "apps"
+    record = json.loads((apps / "bench" / "versions" / "1.json").read_text())
+    shutil.rmtree(apps / "bench")
+    per_app = max(1, args.startup_versions // args.startup_apps)
+    total = per_app * args.startup_apps
+    log(f"writing {args.startup_apps} x {per_app} version records into s3s-fs")
+    for i in range(args.startup_apps):
+        name = f"app{i:05d}"
+        folder = apps / name / "versions"
+        folder.mkdir(parents=True)
+        own = record["manifest"].replace("name: bench", f"name: {name}")
+        for v in range(1, per_app + 1):
+            rec = dict(record, application=name, version=v, manifest=own)
+            (folder / f"{v}.json").write_text(json.dumps(rec, indent=2))
+    samples: dict[str, list[float]] = {"ready": [], "listed": [], "rss": []}
+    listing = work / "startup-listing.json"
+    busy = []
+    for _ in range(args.startup_reps):
+        busy.append(quiet_wait(args.quiet_wait))
+        t0 = time.monotonic()
+        proc = Proc(
+            "aar-startup", [aar_bin, "serve", "--config", seed.config], seed.dir / "aar.log"
+        )
+        try:
+            # aar listens only once its index is loaded.
+            wait_port(seed.port, 300)
+            ready = time.monotonic() - t0
+            samples["rss"].append(proc_status_kib(proc.pid, "VmRSS") / 1024)
+            status, took, headers = curl(tls, f"{seed.base}/1.0/applications", out=listing)
+        finally:
+            proc.stop()
+        if status != 200:
+            raise BenchError(f"GET /1.0/applications: {status}\n{headers}\n{proc.tail()}")
+        listed = json.loads(listing.read_text())["metadata"]
+        n = sum(len(a["versions"]) for a in listed)
+        if len(listed) != args.startup_apps or n != total:
+            raise BenchError(
+                f"the listing has {len(listed)} applications and {n} versions, expected "
+                f"{args.startup_apps} and {total}"
+            )
+        samples["ready"].append(ready)
+        samples["listed"].append(ready + took)
+        log(f"start-up: listening after {ready:.2f} s, full listing after {ready + took:.2f} s")
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    results.append(
+        {
+            "what": f"start-up: {total:,} versions in {args.startup_apps:,} applications",
+            "ready": med["ready"],
+            "listed": med["listed"],
+            "rss": med["rss"],
+            "rss0": empty_rss,
+            "per_version": (med["rss"] - empty_rss) * (1 << 20) / total,
+            "reps": args.startup_reps,
+            "load": ", ".join(busy),
+        }
+    )
+    checks.append(
+        f"start-up: every listing held all {args.startup_apps} applications and {total} "
+        "versions; the records are copies of one published through the API (same 1 MiB "
+        "image), read by aar through s3s-fs's ListObjectsV2 and GetObject"
+    )
+
+
 def s3_section(endpoint: str, extra: str = "") -> str:
     return (
         f"storage:\n  s3:\n    region: us-east-1\n    bucket: {BUCKET}\n"
@@ -351,7 +431,10 @@ def main() -> int:
     )
     ap.add_argument("--wrk-threads", type=int, default=2)
     ap.add_argument("--wrk-connections", type=int, default=32)
-    ap.add_argument("--only", choices=["both", "aar", "peer"], default="both")
+    ap.add_argument("--only", choices=["both", "aar", "peer", "startup"], default="both")
+    ap.add_argument("--startup-versions", type=int, default=10_000)
+    ap.add_argument("--startup-apps", type=int, default=100)
+    ap.add_argument("--startup-reps", type=int, default=3)
     ap.add_argument("--output", type=Path)
     args = ap.parse_args()
     QUIET_WAIT[0] = args.quiet_wait
@@ -359,7 +442,11 @@ def main() -> int:
     work: Path = args.workdir
     helpers = args.helpers or args.repo / "bench"
     aar_bin = args.aar or args.repo / "target/release/aar"
-    output = args.output or args.repo / "bench/s3/results/latest.md"
+    output = args.output or args.repo / (
+        "bench/s3/results/latest-startup.md"
+        if args.only == "startup"
+        else "bench/s3/results/latest.md"
+    )
     for need in [helpers / "client_cert_shim.c", helpers / "wrk_report.lua"]:
         if not need.exists():
             raise BenchError(
@@ -397,7 +484,7 @@ def main() -> int:
         s3_endpoint = f"http://127.0.0.1:{s3_port}"
 
         moto_endpoint = None
-        if args.only in ("both", "peer") or args.peer_size:
+        if args.only != "startup" and (args.only in ("both", "peer") or args.peer_size):
             moto_port = free_port()
             env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
             moto = Proc(
@@ -523,6 +610,9 @@ def main() -> int:
                 )
                 reg.proc.stop()
             small.unlink()
+
+        if args.only in ("both", "aar", "startup"):
+            measure_startup(aar_bin, work, tls, s3_endpoint, s3_root, args, results, checks)
     finally:
         for p in reversed(procs):
             p.stop()
@@ -549,26 +639,44 @@ def render(args, results, checks) -> str:
         f"`{args.command}` on {os.cpu_count()} CPUs; {ver(['docker-registry', '--version'])}; "
         f"{ver(['wrk', '-v'])}; TLS 1.3 {CIPHER}, HTTP/1.1 keep-alive, client certificate; "
         f"wrk -t{args.wrk_threads} -c{args.wrk_connections} -d{args.duration}s.",
-        "",
-        "| redirects | answers/s | p99 ms | daemon CPU µs per redirect | CPUs busy before |",
-        "|---|---:|---:|---:|---:|",
     ]
+    if any("rps" in r for r in results):
+        lines += [
+            "",
+            "| redirects | answers/s | p99 ms | daemon CPU µs per redirect | CPUs busy before |",
+            "|---|---:|---:|---:|---:|",
+        ]
     for r in results:
         if "rps" in r:
             lines.append(
                 f"| {r['what'][11:]} | {r['rps']:.0f} | {r['p99_ms']:.2f} | "
                 f"{r['cpu_us']:.1f} | {r['load']} |"
             )
-    lines += [
-        "",
-        "| upload | MB/s | daemon CPU s/GiB | peak RSS MiB | seconds | CPUs busy before |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
+    if any("mbps" in r for r in results):
+        lines += [
+            "",
+            "| upload | MB/s | daemon CPU s/GiB | peak RSS MiB | seconds | CPUs busy before |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
     for r in results:
         if "mbps" in r:
             lines.append(
                 f"| {r['what'][8:]} | {r['mbps']:.0f} | {r['cpu_s_gib']:.2f} | {r['rss']:.0f} | "
                 f"{r['seconds']:.1f} | {r['load']} |"
+            )
+    starts = [r for r in results if "ready" in r]
+    if starts:
+        lines += [
+            "",
+            "| start-up (median of N) | N | listening after s | first full listing s "
+            "| RSS listening MiB | RSS at 0 versions MiB | RSS per version bytes "
+            "| CPUs busy before |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in starts:
+            lines.append(
+                f"| {r['what'][10:]} | {r['reps']} | {r['ready']:.2f} | {r['listed']:.2f} | "
+                f"{r['rss']:.1f} | {r['rss0']:.1f} | {r['per_version']:,.0f} | {r['load']} |"
             )
     lines += ["", "Checks:", ""] + [f"- {c}" for c in checks] + [""]
     return "\n".join(lines)

@@ -3,7 +3,7 @@
 # machine, over TLS 1.3 on 127.0.0.1 with client certificates. See bench/s3/README.md.
 #
 #   bench/s3/run.sh [--aar PATH] [--size BYTES] [--peer-size BYTES] [--duration S]
-#                   [--quiet-wait S] [--only both|aar|peer] [--helpers DIR]
+#                   [--quiet-wait S] [--only both|aar|peer|startup] [--helpers DIR]
 #                   [--output FILE] [--keep-workdir]
 #
 # Needs root the first time (apt: docker-registry wrk curl openssl gcc python3-venv) and
