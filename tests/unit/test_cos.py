@@ -293,6 +293,7 @@ def test_the_alerts_the_issue_asks_for_are_there():
     assert 'kind="unavailable"' in rules["AarStorageUnavailable"]
     assert "< 30 * 86400" in rules["AarServerCertificateExpiringSoon"]
     assert "< 0.10" in rules["AarFilesystemNearlyFull"]
+    assert "aar_trust_store_checked_timestamp_seconds" in rules["AarTrustStoreUnread"]
 
 
 def daemon_source() -> str:

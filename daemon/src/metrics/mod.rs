@@ -135,6 +135,7 @@ pub struct Metrics {
     pub fs_available_bytes: SetGauge,
     pub fs_size_bytes: SetGauge,
     trust_refreshes: Counter,
+    trust_checked: Gauge,
     refused: [Counter; 4],
     index_applications: Gauge,
     index_versions: Gauge,
@@ -181,6 +182,7 @@ impl Metrics {
             fs_available_bytes: SetGauge::default(),
             fs_size_bytes: SetGauge::default(),
             trust_refreshes: Counter::default(),
+            trust_checked: Gauge::default(),
             refused: Default::default(),
             index_applications: Gauge::default(),
             index_versions: Gauge::default(),
@@ -265,6 +267,12 @@ impl Metrics {
             metrics.trust_refreshes.clone(),
         );
         r.register(
+            "aar_trust_store_checked_timestamp_seconds",
+            "With S3 storage, when the trust store in the bucket was last read or found \
+             unchanged (Unix seconds); 0 with fs storage",
+            metrics.trust_checked.clone(),
+        );
+        r.register(
             "aar_refused_requests",
             "Requests refused before their handler ran, by reason",
             RefusalFamily(metrics.refused.clone()),
@@ -334,6 +342,11 @@ impl Metrics {
 
     pub fn trust_refreshed(&self) {
         self.trust_refreshes.inc();
+    }
+
+    /// The shared trust store answered a check at `unix_time`.
+    pub fn trust_checked(&self, unix_time: i64) {
+        self.trust_checked.set(unix_time);
     }
 
     pub fn storage_up(&self, backend: &'static str, up: bool) {

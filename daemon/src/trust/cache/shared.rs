@@ -150,6 +150,7 @@ impl SharedSource {
             }
         }
         state.checked = Some(now);
+        crate::metrics::global().trust_checked(crate::trust::time::now());
         Ok(())
     }
 }
