@@ -58,10 +58,7 @@ pub fn router(state: AppState) -> Router {
         .merge(uploads::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            observe::observe,
-        ))
+        .layer(observe::ObserveLayer::new(state.clone()))
         .with_state(state)
 }
 

@@ -3,18 +3,20 @@
 //!
 //! The metadata reads are the hot path, so a request takes no lock and allocates nothing
 //! here: the label handles of a route are built at its first request and kept in a fixed
-//! table of write-once slots (an atomic load to read), per method and per common status.
+//! table of write-once slots (an atomic load to read), per method and per common status,
+//! and what a request adds lands in its thread's shard of each counter (`sharded.rs`).
 //! A body is wrapped for counting only when its length is not known up front (uploads and
 //! image downloads); that wrapper is the one allocation this adds, and only to those.
 
-use super::{global, DurationHistogram, RequestLabels, RouteLabel, RouteMethodLabels};
+use super::{
+    global, DurationHistogram, RequestLabels, RouteLabel, RouteMethodLabels, ShardedCounter,
+};
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use hyper::body::{Body as _, Frame, SizeHint};
-use prometheus_client::metrics::counter::Counter;
 use std::pin::Pin;
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
@@ -39,14 +41,14 @@ const SLOTS: usize = 64;
 
 struct RouteHandles {
     route: Box<str>,
-    request_bytes: Counter,
-    response_bytes: Counter,
+    request_bytes: ShardedCounter,
+    response_bytes: ShardedCounter,
     methods: [OnceLock<MethodHandles>; METHODS.len()],
 }
 
 struct MethodHandles {
     duration: DurationHistogram,
-    statuses: [OnceLock<Counter>; STATUSES.len()],
+    statuses: [OnceLock<ShardedCounter>; STATUSES.len()],
 }
 
 fn method_slot(method: &Method) -> usize {
@@ -104,6 +106,19 @@ impl RouteHandles {
     }
 }
 
+/// Eight bytes per multiply rather than one: the templates share long prefixes and this
+/// runs on every request. A collision only costs a probe, the key being compared in full.
+fn route_hash(route: &str) -> u64 {
+    let mut words = route.as_bytes().chunks(8);
+    let mut hash = route.len() as u64;
+    for word in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes[..word.len()].copy_from_slice(word);
+        hash = (hash ^ u64::from_le_bytes(bytes)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    hash ^ (hash >> 29)
+}
+
 fn table() -> &'static [OnceLock<RouteHandles>; SLOTS] {
     static TABLE: OnceLock<[OnceLock<RouteHandles>; SLOTS]> = OnceLock::new();
     TABLE.get_or_init(|| std::array::from_fn(|_| OnceLock::new()))
@@ -111,10 +126,7 @@ fn table() -> &'static [OnceLock<RouteHandles>; SLOTS] {
 
 /// The handles of `route`, found by open addressing in the table.
 fn handles(route: &str) -> &'static RouteHandles {
-    // FNV-1a: no allocation, and the keys are a handful of short templates.
-    let hash = route.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = route_hash(route);
     let table = table();
     for probe in 0..SLOTS {
         let slot = &table[(hash as usize).wrapping_add(probe) % SLOTS];
@@ -167,13 +179,19 @@ impl Tracked {
             .duration
             .observe(self.start.elapsed());
         route.count(self.method, response.status());
+        // A body whose size is known (every metadata answer) is counted at once, and the
+        // response is handed on as it is.
+        if let Some(len) = response.body().size_hint().exact() {
+            route.response_bytes.inc_by(len);
+            return response;
+        }
         let (parts, body) = response.into_parts();
         Response::from_parts(parts, counted(body, &route.response_bytes))
     }
 }
 
 /// A body whose size is known is counted at once; another is counted as its frames pass.
-fn counted(body: Body, counter: &Counter) -> Body {
+fn counted(body: Body, counter: &ShardedCounter) -> Body {
     match body.size_hint().exact() {
         Some(len) => {
             counter.inc_by(len);
@@ -188,7 +206,7 @@ fn counted(body: Body, counter: &Counter) -> Body {
 
 struct Counting {
     inner: Body,
-    counter: Counter,
+    counter: ShardedCounter,
 }
 
 impl hyper::body::Body for Counting {

@@ -14,8 +14,10 @@
 mod histogram;
 pub mod http;
 pub mod listener;
+mod sharded;
 
 pub use histogram::DurationHistogram;
+pub use sharded::ShardedCounter;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -121,10 +123,11 @@ impl RedirectKind {
 /// [`http`]; a family's label set is built once and its handle kept where the path is hot.
 pub struct Metrics {
     registry: Registry,
-    pub(crate) http_requests: Family<RequestLabels, Counter>,
+    // Sharded: every API request moves these (see sharded.rs).
+    pub(crate) http_requests: Family<RequestLabels, ShardedCounter>,
     pub(crate) http_duration: HistogramFamily<RouteMethodLabels>,
-    pub(crate) http_response_bytes: Family<RouteLabel, Counter>,
-    pub(crate) http_request_bytes: Family<RouteLabel, Counter>,
+    pub(crate) http_response_bytes: Family<RouteLabel, ShardedCounter>,
+    pub(crate) http_request_bytes: Family<RouteLabel, ShardedCounter>,
     pub uploads_in_progress: Gauge,
     pub upload_bytes: Counter,
     redirects: [Counter; 2],
