@@ -1,4 +1,6 @@
-//! The metrics contract: every name of docs/metrics.md exposed with its type.
+//! The metrics contract: every name of tests/unit/daemon_metrics.txt (the list the
+//! charm's dashboard and rules are checked against, and docs/metrics.md's table) exposed
+//! with its type, and nothing else.
 
 use super::*;
 
@@ -38,35 +40,37 @@ fn every_contract_name_is_exposed_with_its_type() {
         kind: "io",
     });
     let text = m.encode();
-    for (name, kind) in [
-        ("aar_build_info", "gauge"),
-        ("aar_http_requests", "counter"),
-        ("aar_http_request_duration_seconds", "histogram"),
-        ("aar_http_response_bytes", "counter"),
-        ("aar_http_request_bytes", "counter"),
-        ("aar_uploads_in_progress", "gauge"),
-        ("aar_upload_bytes", "counter"),
-        ("aar_redirects", "counter"),
-        ("aar_storage_operations", "counter"),
-        ("aar_storage_errors", "counter"),
-        ("aar_storage_operation_duration_seconds", "histogram"),
-        ("aar_storage_up", "gauge"),
-        ("aar_storage_fs_available_bytes", "gauge"),
-        ("aar_storage_fs_size_bytes", "gauge"),
-        ("aar_trust_refreshes", "counter"),
-        ("aar_refused_requests", "counter"),
-        ("aar_index_applications", "gauge"),
-        ("aar_index_versions", "gauge"),
-        ("aar_index_blob_bytes", "gauge"),
-        ("aar_index_unreadable_records", "gauge"),
-        ("aar_last_publish_timestamp_seconds", "gauge"),
-        ("aar_gc_runs", "counter"),
-        ("aar_gc_collected_bytes", "counter"),
-        ("aar_server_certificate_expiry_timestamp_seconds", "gauge"),
-    ] {
-        let line = format!("# TYPE {name} {kind}\n");
-        assert!(text.contains(&line), "{line} missing from\n{text}");
+    // The contract the charm's dashboard and alert rules are checked against: every
+    // metric it lists is exposed with its type, and nothing is exposed that it lacks.
+    let contract = include_str!("../../../tests/unit/daemon_metrics.txt");
+    let mut listed = std::collections::BTreeSet::new();
+    for line in contract.lines() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, kind) = line.split_once(' ').expect("<name> <type>");
+        // The exposition's TYPE line names a counter without its `_total`.
+        let family = match kind {
+            "counter" => name.strip_suffix("_total").expect("counters end in _total"),
+            _ => name,
+        };
+        let type_line = format!("# TYPE {family} {kind}\n");
+        assert!(
+            text.contains(&type_line),
+            "{type_line} missing from\n{text}"
+        );
+        listed.insert(family.to_owned());
     }
+    let exposed: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        exposed, listed,
+        "tests/unit/daemon_metrics.txt and the exposition differ"
+    );
     assert!(text.contains(&format!(
         "aar_build_info{{version=\"{}\"}} 1\n",
         env!("CARGO_PKG_VERSION")
