@@ -17,13 +17,12 @@ daemon's own code (`aar_ext`).
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aar_ext
+from files import write_private
 
 # In the peer relation's application data: the id of the secret holding the pair; its
 # certificate's fingerprint (a new pair changes it, and so wakes the other units: the
@@ -132,28 +131,11 @@ def install_pair(pair: Pair, certificate: Path, key: Path) -> list[Path]:
         if path.exists():
             backup = path.with_name(f"{path.name}.replaced-{tag}")
             if not backup.exists():
-                _write_private(backup, path.read_bytes())
+                write_private(backup, path.read_bytes())
             backups.append(backup)
-    _write_private(key, pair.key.encode())
-    _write_private(certificate, pair.certificate.encode())
+    write_private(key, pair.key.encode())
+    write_private(certificate, pair.certificate.encode())
     return backups
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a file only root reads, whole or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass(frozen=True)

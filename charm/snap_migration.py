@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from files import write_private
 from workload import Paths, WorkloadError
 
 logger = logging.getLogger(__name__)
@@ -131,7 +130,7 @@ class SnapRegistry:
         if self._has_trust():
             left.append(TRUST_LEFT)
         done = Replaced(carried=carried, left=left)
-        _write_private(self.record, done.to_json().encode())
+        write_private(self.record, done.to_json().encode())
         logger.warning(
             "stopped and disabled the %s snap; carried over: %s; not carried over: %s",
             SNAP,
@@ -165,8 +164,8 @@ class SnapRegistry:
         if not cert_pem.strip() or not key_pem.strip():
             return False
         # The key first: a certificate alone would make the daemon generate a new pair.
-        _write_private(key, key_pem)
-        _write_private(certificate, cert_pem)
+        write_private(key, key_pem)
+        write_private(certificate, cert_pem)
         return True
 
     def _has_trust(self) -> bool:
@@ -178,19 +177,3 @@ class SnapRegistry:
             except OSError:
                 continue
         return False
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a file only root reads, whole or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from files import write_atomically
+
 logger = logging.getLogger(__name__)
 
 SERVICE = "aar"
@@ -144,23 +146,6 @@ def _digest(path: Path) -> str | None:
         return None
 
 
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Write `data` to `path` so that readers see the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 class Workload:
     """The aar daemon as a systemd service on this machine."""
 
@@ -219,7 +204,7 @@ class Workload:
             )
         changed = _digest(binary) != _digest(self.paths.binary)
         if changed:
-            _write_atomically(self.paths.binary, binary.read_bytes(), 0o755)
+            write_atomically(self.paths.binary, binary.read_bytes(), 0o755)
             logger.info("installed the aar daemon at %s", self.paths.binary)
         for directory in (self.paths.state_directory, self.paths.charm_state):
             directory.mkdir(parents=True, exist_ok=True)
@@ -227,7 +212,7 @@ class Workload:
         self.paths.config_dir.mkdir(parents=True, exist_ok=True)
         unit = UNIT_TEMPLATE.format(binary=self.paths.binary, config=self.paths.config_file)
         if not self.paths.unit_file.exists() or self.paths.unit_file.read_text() != unit:
-            _write_atomically(self.paths.unit_file, unit.encode(), 0o644)
+            write_atomically(self.paths.unit_file, unit.encode(), 0o644)
             self._systemctl("daemon-reload")
         self._systemctl("enable", SERVICE)
         return changed
@@ -487,7 +472,7 @@ class Workload:
             os.unlink(attach_config)
 
     def _record_pro(self, token: str, error: str) -> None:
-        _write_atomically(
+        write_atomically(
             self._pro_record(),
             json.dumps({"token_sha256": _token_digest(token), "error": error}).encode(),
             0o600,
