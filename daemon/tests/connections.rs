@@ -169,8 +169,10 @@ async fn a_stalled_download_is_cut_off_and_frees_its_slot() {
     eprintln!("trusted request while 4 downloads stall: {answer:?}");
     let (status, took) = answer.expect("no slot was freed within 10 s");
     assert_eq!(status, StatusCode::OK);
+    // Without the write timeout no slot would ever free; 8 s leaves a loaded machine room
+    // to fill the four sockets' buffers before the 1 s of silence starts counting.
     assert!(
-        took < Duration::from_secs(4),
+        took < Duration::from_secs(8),
         "a trusted request took {took:?}"
     );
 
