@@ -325,3 +325,51 @@ fn trust_changes_are_audited() {
     assert_eq!(event["outcome"], "added");
     assert_eq!(event["role"], "operator");
 }
+
+/// With S3 a download is a redirect, counted by kind, and the trust store in the bucket
+/// carries the time it last answered (what `AarTrustStoreUnread` watches).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_downloads_count_as_redirects_and_trust_checks_are_timestamped() {
+    let s3 = S3Server::start();
+    let metrics = free_port();
+    let d = Daemon::builder(&format!("metrics: {{addr: \"{metrics}\"}}"))
+        .storage(&s3_storage(&s3, SECRET_KEY, ""))
+        .start();
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+    let before = scrape(metrics);
+    assert_eq!(value(&before, "aar_storage_up{backend=\"s3\"}"), 1.0);
+    let checked = value(&before, "aar_trust_store_checked_timestamp_seconds");
+    assert!(checked >= started - 60.0, "trust checked at {checked}");
+
+    let image = b"an image behind a redirect\n".repeat(100);
+    let publisher = d.publisher();
+    let digest = publisher.upload(&image).await;
+    publisher
+        .publish(
+            "redirected",
+            None,
+            &manifest("redirected", &[]),
+            &[("amd64", &digest)],
+        )
+        .await
+        .expect(201);
+    d.reader()
+        .get("/1.0/applications/redirected/versions/1/images/amd64")
+        .await
+        .expect(307);
+
+    // The refresh task moves the trust timestamp on every few seconds.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let after = scrape(metrics);
+    let delta = |series: &str| value(&after, series) - value(&before, series);
+    assert_eq!(delta("aar_redirects_total{kind=\"presigned\"}"), 1.0);
+    assert_eq!(delta("aar_redirects_total{kind=\"cloudfront\"}"), 0.0);
+    assert_eq!(delta(&requests(IMAGES, "GET", 307)), 1.0);
+    assert!(
+        value(&after, "aar_trust_store_checked_timestamp_seconds") > checked,
+        "the trust store's check time did not move"
+    );
+}
