@@ -2,13 +2,14 @@
 //! recorded once sent, and the upload completed once its digest is checked.
 
 use super::error::{Kind, Op, S3Error};
+use super::parts::PartPool;
 use super::upload::{hash_state, record_write_error, Session, UploadEntry, MAX_IN_FLIGHT_BYTES};
 use super::{keys, Bucket};
 use crate::digest::Digest;
 use crate::storage::{ByteStream, Result, StorageError, UploadState};
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use sha2_resumable::Digest as _;
@@ -188,7 +189,7 @@ impl Bucket {
             return Err(StorageError::DigestMismatch { expected, actual });
         }
         let key = keys::blob(&record.digest);
-        let tail = std::mem::take(&mut session.pending).freeze();
+        let tail = Bytes::from(std::mem::take(&mut session.pending));
         let stored = match record.multipart.clone() {
             None => self.put_whole(&key, tail).await,
             Some(multipart) => {
@@ -287,6 +288,8 @@ struct Append<'a> {
     part: u64,
     max_in_flight: usize,
     in_flight: FuturesOrdered<PartSend>,
+    /// Buffers of the parts in flight and of the one filling, reused.
+    pool: PartPool,
     received: u64,
 }
 
@@ -298,14 +301,27 @@ impl<'a> Append<'a> {
         session: &'a mut Session,
     ) -> Self {
         let part = session.record.part_size;
+        let max_in_flight = (MAX_IN_FLIGHT_BYTES / part).max(1) as usize;
+        let pool = PartPool::new(part as usize, max_in_flight + 1);
+        let remaining = session.record.size - session.offset();
+        if remaining >= part - session.pending.len() as u64
+            && session.pending.capacity() < part as usize
+        {
+            // Allocated at full size once, rather than grown by doubling; an image that
+            // ends before a part is full keeps the small buffer it grows.
+            let mut buf = pool.take();
+            buf.extend_from_slice(&session.pending);
+            session.pending = buf;
+        }
         Append {
             bucket,
             id,
             entry,
             blob_key: keys::blob(&session.record.digest),
             part,
-            max_in_flight: (MAX_IN_FLIGHT_BYTES / part).max(1) as usize,
+            max_in_flight,
             in_flight: FuturesOrdered::new(),
+            pool,
             received: session.offset(),
             session,
         }
@@ -382,12 +398,8 @@ impl<'a> Append<'a> {
                 .await?;
         }
         let number = self.session.record.parts.len() + self.in_flight.len() + 1;
-        // Allocated at full size once, rather than grown by doubling.
-        let bytes = std::mem::replace(
-            &mut self.session.pending,
-            BytesMut::with_capacity(self.part as usize),
-        )
-        .freeze();
+        let bytes = std::mem::replace(&mut self.session.pending, self.pool.take());
+        let bytes = self.pool.lend(bytes);
         let multipart = self
             .session
             .record

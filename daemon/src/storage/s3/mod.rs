@@ -33,7 +33,8 @@
 //!
 //! One job a file: [`start`] (start-up check), [`objects`] (single-object requests and
 //! the one place S3 answers become [`S3Error`]s), [`upload`] (upload records and
-//! sessions), [`append`] (parts and completion), [`records`] (version records),
+//! sessions), [`append`] (parts and completion), [`parts`] (part buffers reused within a
+//! PATCH), [`records`] (version records),
 //! [`recover`] (what crashes and abandoned uploads leave), [`trust`] (the trust store
 //! every daemon on the bucket applies). This file holds the wiring:
 //! [`S3Storage`] implements [`Storage`] by handing each call to the [`Bucket`].
@@ -44,6 +45,7 @@ mod delivery;
 mod error;
 mod keys;
 mod objects;
+mod parts;
 mod records;
 mod recover;
 mod start;

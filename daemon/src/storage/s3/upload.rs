@@ -8,7 +8,6 @@ use crate::digest::Digest;
 use crate::storage::sessions::{Cached, Held};
 use crate::storage::{already_stored, Result, StorageError, UploadState};
 use aws_sdk_s3::primitives::ByteStream as S3Body;
-use bytes::BytesMut;
 use sha2_resumable::digest::common::hazmat::SerializableState;
 use sha2_resumable::{Digest as _, Sha256};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,7 +85,7 @@ pub(super) struct Session {
     /// SHA-256 of every byte received: the parts and `pending`.
     pub(super) hasher: Sha256,
     /// Bytes after the last part, fewer than a part.
-    pub(super) pending: BytesMut,
+    pub(super) pending: Vec<u8>,
 }
 
 impl Session {
@@ -182,7 +181,7 @@ impl Bucket {
             record,
             record_etag: etag,
             hasher: Sha256::new(),
-            pending: BytesMut::new(),
+            pending: Vec::new(),
         });
         Ok(state)
     }
@@ -247,7 +246,7 @@ impl Bucket {
             record,
             record_etag: etag,
             hasher,
-            pending: BytesMut::new(),
+            pending: Vec::new(),
         })
     }
 
