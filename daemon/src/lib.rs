@@ -4,7 +4,7 @@
 //! Layers, each only calling the ones below it:
 //! `cli` / `daemon` → `server` → `api` → `registry` → `storage`, with `admission` and
 //! `write_timeout` beside `server`; `config`, `trust`, `tls`, `model`, `digest`,
-//! `cloudfront`, `fsutil` and `metrics` are shared leaves.
+//! `cloudfront`, `fsutil`, `malloc` and `metrics` are shared leaves.
 
 pub mod admission;
 pub mod api;
@@ -15,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod digest;
 pub mod fsutil;
+pub mod malloc;
 pub mod manifest;
 pub mod metrics;
 pub mod model;

@@ -4,6 +4,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    aar::malloc::tune_for_streaming();
     let Cli {
         config: config_path,
         command,
