@@ -372,6 +372,14 @@ async fn delete_a_version_then_the_application() {
         .await;
     p.publish_simple("survivor", Some(1), &["t"], &["amd64"])
         .await;
+    // Answered before the deletes (and so kept as built): none may outlive them.
+    let (_, l) = p.get_json("/1.0/applications").await;
+    assert_eq!(names(&l), ["short-lived", "survivor"]);
+    let (_, a) = p.get_json("/1.0/applications/short-lived").await;
+    assert_eq!(version_numbers(&a["metadata"]), [1, 2]);
+    p.get("/1.0/applications/short-lived/versions/1")
+        .await
+        .expect(200);
 
     p.delete("/1.0/applications/short-lived/versions/1")
         .await

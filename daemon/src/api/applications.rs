@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use http::{header, HeaderMap, StatusCode};
+use http::{header, HeaderMap, StatusCode, Uri};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -39,43 +39,66 @@ async fn list(
     _: Reader,
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let tags = q.tags.as_deref().map(parse_tag_filter).unwrap_or_default();
-    let apps = state.registry.list(&tags)?;
-    Ok(response::sync(
-        StatusCode::OK,
-        &wire::applications(&apps),
-        &headers,
-    ))
+    cached(&state, &uri, &headers, || {
+        let apps = state.registry.list(&tags)?;
+        Ok(response::render(StatusCode::OK, &wire::applications(&apps)))
+    })
 }
 
 async fn show(
     _: Reader,
     State(state): State<AppState>,
     Path(name): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let app = state.registry.application(&name)?;
-    Ok(response::sync(
-        StatusCode::OK,
-        &ApplicationBody::from(&app),
-        &headers,
-    ))
+    cached(&state, &uri, &headers, || {
+        let app = state.registry.application(&name)?;
+        Ok(response::render(
+            StatusCode::OK,
+            &ApplicationBody::from(&app),
+        ))
+    })
 }
 
 async fn show_version(
     _: Reader,
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let record = state.registry.version(&name, parse_version(&version)?)?;
-    Ok(response::sync(
-        StatusCode::OK,
-        &VersionBody::from(&*record),
-        &headers,
-    ))
+    cached(&state, &uri, &headers, || {
+        let record = state.registry.version(&name, parse_version(&version)?)?;
+        Ok(response::render(
+            StatusCode::OK,
+            &VersionBody::from(&*record),
+        ))
+    })
+}
+
+/// The `200` answer for `uri`: kept from an earlier request while the index has not
+/// changed, else built by `build` (see [`super::cache`]).
+fn cached(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    build: impl FnOnce() -> Result<response::Rendered, ApiError>,
+) -> Result<Response, ApiError> {
+    // Read before building: an answer is kept under a generation no newer than its index.
+    let generation = state.registry.generation();
+    let key = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    if let Some(answer) = state.answers().get(key, generation) {
+        state.registry.ready()?;
+        return Ok(answer.answer(StatusCode::OK, headers));
+    }
+    let answer = build()?;
+    state.answers().put(key, generation, &answer);
+    Ok(answer.answer(StatusCode::OK, headers))
 }
 
 async fn publish(

@@ -3,6 +3,7 @@
 //! input is even looked at.
 
 mod applications;
+mod cache;
 mod extract;
 pub mod identity;
 mod images;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 pub use identity::Peer;
 
 #[derive(Clone)]
-pub struct AppState(Arc<Shared>);
+pub struct AppState(Arc<(Shared, cache::AnswerCache)>);
 
 pub struct Shared {
     pub registry: Registry,
@@ -40,13 +41,17 @@ pub struct Shared {
 impl std::ops::Deref for AppState {
     type Target = Shared;
     fn deref(&self) -> &Shared {
-        &self.0
+        &self.0 .0
     }
 }
 
 impl AppState {
     pub fn new(shared: Shared) -> Self {
-        AppState(Arc::new(shared))
+        AppState(Arc::new((shared, cache::AnswerCache::default())))
+    }
+
+    fn answers(&self) -> &cache::AnswerCache {
+        &self.0 .1
     }
 }
 

@@ -38,6 +38,17 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
 /// A successful JSON answer with a strong ETag over its bytes; `304` when the caller
 /// already holds that representation.
 pub fn sync<T: Serialize>(status: StatusCode, metadata: &T, request: &HeaderMap) -> Response {
+    render(status, metadata).answer(status, request)
+}
+
+/// A JSON answer's bytes and strong ETag, as built once and possibly served many times.
+#[derive(Clone)]
+pub struct Rendered {
+    pub body: bytes::Bytes,
+    pub etag: HeaderValue,
+}
+
+pub fn render<T: Serialize>(status: StatusCode, metadata: &T) -> Rendered {
     let body = serde_json::to_vec(&Sync {
         r#type: "sync",
         status: "Success",
@@ -47,15 +58,29 @@ pub fn sync<T: Serialize>(status: StatusCode, metadata: &T, request: &HeaderMap)
     .expect("metadata serialises");
     let hash = Sha256::digest(&body);
     let etag = format!("\"{}\"", hex::encode(&hash[..16]));
-    if status == StatusCode::OK && if_none_match(request, &etag) {
-        return not_modified(&etag);
+    Rendered {
+        body: body.into(),
+        etag: HeaderValue::from_str(&etag).expect("hex is a valid header"),
     }
-    let mut response = json_response(status, body);
-    response.headers_mut().insert(
-        header::ETAG,
-        HeaderValue::from_str(&etag).expect("hex is a valid header"),
-    );
-    response
+}
+
+impl Rendered {
+    /// The answer to `request`: `304` when it already holds these bytes.
+    pub fn answer(self, status: StatusCode, request: &HeaderMap) -> Response {
+        let etag = self.etag.to_str().expect("built from hex");
+        if status == StatusCode::OK && if_none_match(request, etag) {
+            return not_modified(etag);
+        }
+        let mut response = Response::new(Body::from(self.body));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::ETAG, self.etag);
+        response
+    }
 }
 
 pub fn not_modified(etag: &str) -> Response {

@@ -33,7 +33,7 @@ use crate::manifest;
 use crate::model::{self, VersionRecord};
 use crate::storage::{Cleanup, Storage, StorageError, StorageKind};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -53,6 +53,9 @@ struct Inner {
     /// Whether the index has been loaded from storage since start. Until it has, nothing
     /// is answered from it: an index not loaded is not an empty registry.
     loaded: AtomicBool,
+    /// Moves on at every change of the index, while its write lock is held: an answer
+    /// built from the index after reading generation `g` is at least as new as `g`.
+    generation: AtomicU64,
     writes: tokio::sync::Mutex<()>,
 }
 
@@ -90,6 +93,7 @@ impl Registry {
             index: RwLock::default(),
             unreadable: AtomicUsize::new(0),
             loaded: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
             writes: tokio::sync::Mutex::new(()),
         }))
     }
@@ -136,8 +140,10 @@ impl Registry {
             versions,
             "index loaded from storage"
         );
-        *self.0.index.write().unwrap() = index;
+        let mut current = self.0.index.write().unwrap();
+        *current = index;
         self.0.unreadable.store(unreadable, Ordering::Release);
+        self.changed(&current);
         Ok(())
     }
 
@@ -165,6 +171,7 @@ impl Registry {
         }
         *current = index;
         self.0.unreadable.store(unreadable, Ordering::Release);
+        self.changed(&current);
         Ok(())
     }
 
@@ -218,6 +225,24 @@ impl Registry {
         model::validate_name("application name", name)?;
         self.complete()?;
         self.indexed(name)
+    }
+
+    /// The index's generation (see [`Inner::generation`]), for caches of answers built
+    /// from it.
+    pub fn generation(&self) -> u64 {
+        self.0.generation.load(Ordering::Acquire)
+    }
+
+    /// Called with the index's write lock held, after changing it.
+    fn changed(&self, _held: &Index) {
+        self.0.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether metadata may be answered now: the index is loaded and every stored record
+    /// in it. [`list`](Self::list) and [`application`](Self::application) check it
+    /// themselves; a cache of their answers checks it before serving one.
+    pub fn ready(&self) -> Result<(), RegistryError> {
+        self.complete()
     }
 
     fn complete(&self) -> Result<(), RegistryError> {

@@ -133,13 +133,13 @@ impl Registry {
             Err(e) => return Err(e.into()),
         }
         let record = Arc::new(record);
-        inner
-            .index
-            .write()
-            .unwrap()
+        let mut index = inner.index.write().unwrap();
+        index
             .entry(name.to_string())
             .or_default()
             .insert(version, record.clone());
+        self.changed(&index);
+        drop(index);
         // Under a read lock: readers are not held up while the gauges are summed.
         super::record_index_metrics(&inner.index.read().unwrap());
         tracing::info!(application = name, version, "version published");
@@ -158,6 +158,7 @@ impl Registry {
                 index.remove(name);
             }
         }
+        self.changed(&index);
         drop(index);
         super::record_index_metrics(&inner.index.read().unwrap());
         tracing::info!(application = name, version, "version deleted");
@@ -171,7 +172,10 @@ impl Registry {
         let inner = &self.0;
         let _writes = inner.writes.lock().await;
         inner.storage.delete_application(name).await?;
-        inner.index.write().unwrap().remove(name);
+        let mut index = inner.index.write().unwrap();
+        index.remove(name);
+        self.changed(&index);
+        drop(index);
         super::record_index_metrics(&inner.index.read().unwrap());
         tracing::info!(application = name, "application deleted");
         Ok(())
