@@ -101,7 +101,7 @@ pub(super) fn delete(storage: &FsStorage, digest: &Digest) -> Result<()> {
 
 /// Streams `len` bytes of `file` from `start`, read a chunk ahead of the consumer (see
 /// [`feed`]).
-fn stream_file(mut file: File, start: u64, len: u64) -> io::Result<ByteStream> {
+pub(super) fn stream_file(mut file: File, start: u64, len: u64) -> io::Result<ByteStream> {
     if start > 0 {
         file.seek(SeekFrom::Start(start))?;
     }

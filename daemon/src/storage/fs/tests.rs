@@ -434,3 +434,49 @@ async fn unreadable_records_are_reported_and_left_in_place() {
     let err = storage.delete_application("good").await.unwrap_err();
     assert!(matches!(err, StorageError::NotFound(_)), "{err}");
 }
+
+/// Every byte of a range that spans several read chunks arrives in order, whether the page
+/// cache holds the file or not; a file cut short while it streams ends the stream with an
+/// error, not with fewer bytes.
+#[tokio::test]
+async fn blob_streams_from_the_page_cache_or_the_disk_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blob");
+    let data = pattern(2 * blobs::READ_CHUNK + 12_345);
+    fs::write(&path, &data).unwrap();
+    let stream = |start: u64, len: u64| blobs::stream_file(File::open(&path).unwrap(), start, len);
+
+    assert_eq!(collect(stream(0, data.len() as u64).unwrap()).await, data);
+    assert_eq!(
+        collect(stream(7, 1_000_000).unwrap()).await,
+        &data[7..1_000_007]
+    );
+
+    // Out of the page cache where the filesystem allows it (not on tmpfs).
+    File::open(&path).unwrap().sync_all().unwrap();
+    let file = File::open(&path).unwrap();
+    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+    assert_eq!(collect(stream(0, data.len() as u64).unwrap()).await, data);
+
+    // Cut short outside the registry: the bytes that are there, then an error.
+    File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(blobs::READ_CHUNK as u64 + 10)
+        .unwrap();
+    let mut cut = stream(0, data.len() as u64).unwrap();
+    let mut got = 0;
+    let err = loop {
+        match cut.next().await.expect("an error before the end") {
+            Ok(chunk) => {
+                assert!(chunk[..] == data[got..got + chunk.len()], "bytes at {got}");
+                got += chunk.len();
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(got, blobs::READ_CHUNK + 10);
+    assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    assert!(cut.next().await.is_none(), "nothing follows the error");
+}
