@@ -21,11 +21,12 @@
 //! filed under the older stamp.
 //!
 //! **When it is written**: after the first load of a process that had to read records
-//! one by one (the first start after an upgrade, or after many publishes while no daemon
-//! was restarted), and after a later refresh once the records in memory differ from what
-//! the snapshot holds by [`REWRITE_DRIFT`] keys. Never on every publish: the object
-//! holds every record (about 1 KiB each), and what a stale snapshot costs is one GET per
-//! record it lacks at the next start, so a bounded number of misses is the cheaper side.
+//! one by one (the first start after an upgrade, or one after publishes the snapshot
+//! does not have yet), and after a later refresh once the records in memory differ from
+//! what the snapshot holds by [`REWRITE_DRIFT`] keys. Never on every publish: the object
+//! holds every record, so each write costs as much as the whole registry's metadata,
+//! while what a stale snapshot costs is one GET per record it lacks at the next start; a
+//! bounded number of misses is the cheaper side.
 //! Not after a load that met unreadable records: those are left for an operator to look
 //! at, and a snapshot would not hold them anyway. The write runs after the load has
 //! answered (the body is built under the lock, sent without it); a failed write is
