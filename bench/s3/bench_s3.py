@@ -8,7 +8,8 @@ What is measured (see bench/s3/README.md for the method):
   * upload throughput, daemon CPU and peak RSS: aar into s3s-fs (multipart, --size,
     4 GiB by default) and, at --peer-size, aar and docker-registry into moto;
   * start-up on a bucket of --startup-versions (10,000) version records written straight
-    into s3s-fs's files: time to listening and to the first full listing, RSS.
+    into s3s-fs's files: time to listening and to the first full listing, RSS; for a
+    first start without the index snapshot (which writes it) and for a start with it.
 
 Long on purpose: it is the whole S3 benchmark; what both benchmarks share is in
 bench/benchlib.py.
@@ -340,11 +341,11 @@ def measure_startup(aar_bin, work, tls, endpoint, s3_root, args, results, checks
         for v in range(1, per_app + 1):
             rec = dict(record, application=name, version=v, manifest=own)
             (folder / f"{v}.json").write_text(json.dumps(rec, indent=2))
-    samples: dict[str, list[float]] = {"ready": [], "listed": [], "rss": []}
+    snapshot = s3_root / BUCKET / "index" / "versions.json"
     listing = work / "startup-listing.json"
-    busy = []
-    for _ in range(args.startup_reps):
-        busy.append(quiet_wait(args.quiet_wait))
+
+    def one_start(first: bool) -> dict:
+        busy = quiet_wait(args.quiet_wait)
         t0 = time.monotonic()
         proc = Proc(
             "aar-startup", [aar_bin, "serve", "--config", seed.config], seed.dir / "aar.log"
@@ -353,8 +354,12 @@ def measure_startup(aar_bin, work, tls, endpoint, s3_root, args, results, checks
             # aar listens only once its index is loaded.
             wait_port(seed.port, 300)
             ready = time.monotonic() - t0
-            samples["rss"].append(proc_status_kib(proc.pid, "VmRSS") / 1024)
+            rss = proc_status_kib(proc.pid, "VmRSS") / 1024
             status, took, headers = curl(tls, f"{seed.base}/1.0/applications", out=listing)
+            if first:
+                # Written after the load, while aar already serves: wait for it, so the
+                # next start has it.
+                wait_snapshot(snapshot, total, proc)
         finally:
             proc.stop()
         if status != 200:
@@ -366,27 +371,58 @@ def measure_startup(aar_bin, work, tls, endpoint, s3_root, args, results, checks
                 f"the listing has {len(listed)} applications and {n} versions, expected "
                 f"{args.startup_apps} and {total}"
             )
-        samples["ready"].append(ready)
-        samples["listed"].append(ready + took)
-        log(f"start-up: listening after {ready:.2f} s, full listing after {ready + took:.2f} s")
-    med = {k: statistics.median(v) for k, v in samples.items()}
-    results.append(
-        {
-            "what": f"start-up: {total:,} versions in {args.startup_apps:,} applications",
-            "ready": med["ready"],
-            "listed": med["listed"],
-            "rss": med["rss"],
-            "rss0": empty_rss,
-            "per_version": (med["rss"] - empty_rss) * (1 << 20) / total,
-            "reps": args.startup_reps,
-            "load": ", ".join(busy),
-        }
-    )
+        label = "first start, no snapshot" if first else "start with the snapshot"
+        log(f"{label}: listening after {ready:.2f} s, full listing after {ready + took:.2f} s")
+        return {"ready": ready, "listed": ready + took, "rss": rss, "busy": busy}
+
+    runs: dict[bool, list[dict]] = {True: [], False: []}
+    for _ in range(args.startup_reps):
+        # The first start after an upgrade: every record read one by one.
+        snapshot.unlink(missing_ok=True)
+        runs[True].append(one_start(first=True))
+        written = snapshot.read_bytes()
+        runs[False].append(one_start(first=False))
+        # A start that had read any record one by one would have written it again.
+        if snapshot.read_bytes() != written:
+            raise BenchError("the start with the snapshot wrote it again: it read records")
+    for first, label in [(True, "first start, no snapshot"), (False, "start with the snapshot")]:
+        med = {k: statistics.median(r[k] for r in runs[first]) for k in ("ready", "listed", "rss")}
+        results.append(
+            {
+                "what": f"start-up: {total:,} versions in {args.startup_apps:,} applications, "
+                f"{label}",
+                "ready": med["ready"],
+                "listed": med["listed"],
+                "rss": med["rss"],
+                "rss0": empty_rss,
+                "per_version": (med["rss"] - empty_rss) * (1 << 20) / total,
+                "reps": args.startup_reps,
+                "load": ", ".join(r["busy"] for r in runs[first]),
+            }
+        )
     checks.append(
         f"start-up: every listing held all {args.startup_apps} applications and {total} "
         "versions; the records are copies of one published through the API (same 1 MiB "
         "image), read by aar through s3s-fs's ListObjectsV2 and GetObject"
     )
+    checks.append(
+        "start-up: each first start began without index/versions.json and wrote it with "
+        f"all {total} records; each start with the snapshot found it so and left it "
+        "unchanged (a start that reads any record one by one writes it again)"
+    )
+
+
+def wait_snapshot(path: Path, total: int, proc: Proc, timeout: float = 120) -> None:
+    """Waits for the index snapshot aar writes after a load to hold `total` records."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if len(json.loads(path.read_bytes())["versions"]) == total:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    raise BenchError(f"{path} does not hold {total} records after {timeout}s\n{proc.tail()}")
 
 
 def s3_section(endpoint: str, extra: str = "") -> str:

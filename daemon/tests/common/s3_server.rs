@@ -24,6 +24,8 @@ pub struct S3Server {
     /// PEM of the server's self-signed certificate when it serves HTTPS.
     pub certificate: Option<String>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// Requests served so far, by operation name (`GetObject`, …).
+    served: Served,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
@@ -76,6 +78,7 @@ impl S3Server {
             "127.0.0.1:0".parse().unwrap(),
             ops.to_vec(),
             tls,
+            Served::default(),
         );
         server._dir = Some(dir);
         server
@@ -86,11 +89,13 @@ impl S3Server {
         addr: SocketAddr,
         denied: Vec<&'static str>,
         tls: Option<Arc<rustls::ServerConfig>>,
+        served: Served,
     ) -> S3Server {
         let acceptor = tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let served = root.clone();
+        let served_root = root.clone();
+        let counted = served.clone();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -98,10 +103,10 @@ impl S3Server {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let fs = s3s_fs::FileSystem::new(&served).unwrap();
+                let fs = s3s_fs::FileSystem::new(&served_root).unwrap();
                 let mut builder = s3s::service::S3ServiceBuilder::new(fs);
                 builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-                builder.set_access(Deny(denied));
+                builder.set_access(Deny(denied, counted));
                 let service = Atomic::new(builder.build());
                 let listener = bind_retrying(addr).await;
                 ready_tx.send(listener.local_addr().unwrap()).unwrap();
@@ -139,6 +144,7 @@ impl S3Server {
             addr,
             certificate: None,
             tls,
+            served,
             stop: Some(stop_tx),
             thread: Some(thread),
             _dir: None,
@@ -163,9 +169,20 @@ impl S3Server {
     /// Serves again, same port, same data.
     pub fn resume(&mut self) {
         assert!(self.thread.is_none(), "still serving");
-        let mut again = S3Server::serve(self.root.clone(), self.addr, Vec::new(), self.tls.clone());
+        let mut again = S3Server::serve(
+            self.root.clone(),
+            self.addr,
+            Vec::new(),
+            self.tls.clone(),
+            self.served.clone(),
+        );
         self.stop = again.stop.take();
         self.thread = again.thread.take();
+    }
+
+    /// How many `op` requests (`GetObject`, …) the server has answered or refused.
+    pub fn served(&self, op: &str) -> usize {
+        self.served.lock().unwrap().get(op).copied().unwrap_or(0)
     }
 
     /// The file of an object, as s3s-fs keeps it.
@@ -264,11 +281,16 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Atomic {
     }
 }
 
-struct Deny(Vec<&'static str>);
+/// Requests by operation name, counted as they are checked.
+type Served = Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>;
+
+struct Deny(Vec<&'static str>, Served);
 
 #[async_trait::async_trait]
 impl s3s::access::S3Access for Deny {
     async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
+        let op = cx.s3_op().name().to_owned();
+        *self.1.lock().unwrap().entry(op).or_default() += 1;
         if cx.credentials().is_none() {
             return Err(s3s::s3_error!(AccessDenied, "Signature is required"));
         }

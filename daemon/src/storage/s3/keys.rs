@@ -9,6 +9,10 @@
 //! deletions/<id>.json                 an application delete in progress: the keys it
 //!                                     removes (hidden from listings until done)
 //! probes/<id>                         written and removed by the start-up check
+//! trust/trust.json                    the trust store every daemon on the bucket applies
+//! index/versions.json                 a cache of every version record with the ETag it
+//!                                     was read under, so a start reads one object, not
+//!                                     one per version (see [`super::snapshot`])
 //! ```
 //!
 //! Keys use `[a-z0-9._/-]` only (application names are validated, ids are UUIDs), so they
@@ -23,6 +27,8 @@ pub const DELETIONS: &str = "deletions/";
 pub const PROBES: &str = "probes/";
 /// The trust store every daemon on the bucket applies.
 pub const TRUST: &str = "trust/trust.json";
+/// The index snapshot: a cache, never the authority on which versions exist.
+pub const SNAPSHOT: &str = "index/versions.json";
 
 pub fn blob(digest: &Digest) -> String {
     format!("{BLOBS}{}", digest.hex())

@@ -25,6 +25,11 @@
 //! `deletions/`, which hides them at once; the records are then removed and the marker
 //! last, and start-up finishes a delete a crash interrupted.
 //!
+//! **The index snapshot**, `index/versions.json`, holds every version record with the
+//! ETag it was read under, so that a start reads one object instead of one per version.
+//! It is only a cache: the listing decides which records exist, and a record is taken
+//! from the snapshot only when its ETag is the one listed (see [`snapshot`]).
+//!
 //! **Trust** is one object, `trust/trust.json`, changed with `If-Match` and checked by
 //! every daemon every few seconds ([`trust`], [`crate::trust::SharedStore`]).
 //!
@@ -34,7 +39,8 @@
 //! One job a file: [`start`] (start-up check), [`objects`] (single-object requests and
 //! the one place S3 answers become [`S3Error`]s), [`upload`] (upload records and
 //! sessions), [`append`] (parts and completion), [`parts`] (part buffers reused within a
-//! PATCH), [`records`] (version records),
+//! PATCH), [`records`] (version records), [`snapshot`] (the index snapshot that spares a
+//! start one read per record),
 //! [`recover`] (what crashes and abandoned uploads leave), [`trust`] (the trust store
 //! every daemon on the bucket applies). This file holds the wiring:
 //! [`S3Storage`] implements [`Storage`] by handing each call to the [`Bucket`].
@@ -48,6 +54,7 @@ mod objects;
 mod parts;
 mod records;
 mod recover;
+mod snapshot;
 mod start;
 mod trust;
 mod upload;
@@ -66,7 +73,7 @@ use crate::config::S3Config;
 use crate::digest::Digest;
 use crate::model::{ImageRef, VersionRecord};
 use delivery::Delivery;
-use std::collections::HashMap;
+use records::Versions;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use upload::UploadEntry;
@@ -87,8 +94,8 @@ struct Bucket {
     /// The uploads this daemon is writing or has a session of.
     uploads: Sessions<UploadEntry>,
     /// Version records already read, by key: they are immutable, so a refresh only
-    /// fetches the keys it has not seen.
-    versions: Mutex<HashMap<String, VersionRecord>>,
+    /// fetches the keys it has not seen. Also what the index snapshot holds.
+    versions: Mutex<Versions>,
 }
 
 impl S3Storage {

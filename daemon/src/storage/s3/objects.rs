@@ -14,6 +14,15 @@ use std::time::SystemTime;
 
 type S3Result<T> = std::result::Result<T, S3Error>;
 
+/// One object of a ListObjectsV2 answer; what the server left out is `None`.
+pub(super) struct Listed {
+    pub key: String,
+    pub modified: Option<SystemTime>,
+    /// As the server returns it, quotes included.
+    pub etag: Option<String>,
+    pub size: Option<u64>,
+}
+
 impl Bucket {
     /// What a failed request on `key` (or on the bucket) means.
     pub(super) fn err<E>(
@@ -77,21 +86,44 @@ impl Bucket {
         body: S3Body,
         content_type: Option<&str>,
     ) -> S3Result<()> {
-        self.client
+        self.put(key, body, content_type, true).await.map(drop)
+    }
+
+    /// Writes `key`, only where no object is there yet when `only_new`; answers the ETag
+    /// of what was written, when the server gives one.
+    pub(super) async fn put(
+        &self,
+        key: &str,
+        body: S3Body,
+        content_type: Option<&str>,
+        only_new: bool,
+    ) -> S3Result<Option<String>> {
+        let out = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .if_none_match("*")
+            .set_if_none_match(only_new.then(|| "*".to_owned()))
             .set_content_type(content_type.map(str::to_owned))
             .body(body)
             .send()
             .await
             .map_err(|e| self.err(Op::PutObject, Some(key), e))?;
-        Ok(())
+        Ok(out.e_tag().map(str::to_owned))
     }
 
     /// Every key under `prefix`, with its last-modified time.
     pub(super) async fn list(&self, prefix: &str) -> S3Result<Vec<(String, SystemTime)>> {
+        Ok(self
+            .list_objects(prefix)
+            .await?
+            .into_iter()
+            .map(|o| (o.key, o.modified.unwrap_or(SystemTime::UNIX_EPOCH)))
+            .collect())
+    }
+
+    /// Every object under `prefix`, as the listing describes it.
+    pub(super) async fn list_objects(&self, prefix: &str) -> S3Result<Vec<Listed>> {
         let mut out = Vec::new();
         let mut pages = self
             .client
@@ -104,11 +136,14 @@ impl Bucket {
             let page = page.map_err(|e| self.err(Op::ListObjectsV2, None, e))?;
             for object in page.contents() {
                 let Some(key) = object.key() else { continue };
-                let modified = object
-                    .last_modified()
-                    .and_then(|t| SystemTime::try_from(*t).ok())
-                    .unwrap_or(SystemTime::UNIX_EPOCH);
-                out.push((key.to_owned(), modified));
+                out.push(Listed {
+                    key: key.to_owned(),
+                    modified: object
+                        .last_modified()
+                        .and_then(|t| SystemTime::try_from(*t).ok()),
+                    etag: object.e_tag().map(str::to_owned),
+                    size: object.size().and_then(|s| u64::try_from(s).ok()),
+                });
             }
         }
         Ok(out)

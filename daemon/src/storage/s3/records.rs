@@ -2,16 +2,34 @@
 //! hides its records at once.
 
 use super::error::{Kind, S3Error};
+use super::snapshot::{self, Snapshot, Stamp};
 use super::{keys, Bucket};
 use crate::model::VersionRecord;
 use crate::storage::{LoadedVersions, Result, StorageError};
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use bytes::Bytes;
 use futures_util::stream::StreamExt;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// Records fetched at once when the index is (re)loaded.
 const LOAD_CONCURRENCY: usize = 16;
+
+/// The version records this daemon holds, and what it knows of the index snapshot.
+#[derive(Default)]
+pub(super) struct Versions {
+    records: HashMap<String, Known>,
+    /// The stamps of the bucket's snapshot as this process last read or wrote it; `None`
+    /// until a load has completed.
+    snapshot: Option<HashMap<String, Stamp>>,
+}
+
+struct Known {
+    record: VersionRecord,
+    /// The write of the object the record was read from; `None` when that is not known
+    /// for certain (then the snapshot leaves the record out).
+    stamp: Option<Stamp>,
+}
 
 /// `deletions/<id>.json`: the version records an application delete removes.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -25,10 +43,15 @@ impl Bucket {
         let key = keys::version(&record.application, record.version);
         let what = format!("version {} of {}", record.version, record.application);
         let data = serde_json::to_vec_pretty(record).expect("serialisable");
-        self.put_new(&key, S3Body::from(data), Some("application/json"))
+        let etag = self
+            .put(&key, S3Body::from(data), Some("application/json"), true)
             .await
             .map_err(|e| e.into_storage(what))?;
-        self.versions.lock().unwrap().insert(key, record.clone());
+        let known = Known {
+            record: record.clone(),
+            stamp: etag.map(Stamp::Etag),
+        };
+        self.versions.lock().unwrap().records.insert(key, known);
         Ok(())
     }
 
@@ -36,7 +59,7 @@ impl Bucket {
         let key = keys::version(application, version);
         self.delete_existing(&key, format!("version {version} of {application}"))
             .await?;
-        self.versions.lock().unwrap().remove(&key);
+        self.versions.lock().unwrap().records.remove(&key);
         Ok(())
     }
 
@@ -77,7 +100,7 @@ impl Bucket {
     ) -> std::result::Result<(), S3Error> {
         for key in doomed {
             self.delete_key(key).await?;
-            self.versions.lock().unwrap().remove(key);
+            self.versions.lock().unwrap().records.remove(key);
         }
         self.delete_key(marker).await
     }
@@ -104,52 +127,100 @@ impl Bucket {
     }
 
     /// Every version record the bucket holds and no deletion marker hides; only the ones
-    /// not read before are fetched.
-    pub(super) async fn load_versions(&self) -> Result<LoadedVersions> {
-        let listed = self.visible_versions().await?;
-        let missing: Vec<String> = {
-            let known = self.versions.lock().unwrap();
-            listed
-                .iter()
-                .filter(|k| !known.contains_key(*k))
-                .cloned()
-                .collect()
+    /// not read before are fetched, from the index snapshot where it has them unchanged
+    /// (it is read at the first load only), else one by one.
+    pub(super) async fn load_versions(self: &Arc<Self>) -> Result<LoadedVersions> {
+        let first = self.versions.lock().unwrap().snapshot.is_none();
+        let (listed, mut cached) = if first {
+            let (listed, cached) = tokio::join!(self.visible_versions(), self.read_snapshot());
+            (listed?, cached)
+        } else {
+            (self.visible_versions().await?, Snapshot::default())
         };
-        let fetched: Vec<(String, std::result::Result<Bytes, S3Error>)> =
-            futures_util::stream::iter(missing)
-                .map(|key| async move {
-                    let got = self.get_bytes(&key).await.map(|(bytes, _)| bytes);
-                    (key, got)
-                })
-                .buffer_unordered(LOAD_CONCURRENCY)
-                .collect()
-                .await;
+        let stored = first.then(|| cached.stamps());
+        let mut taken = Vec::new();
+        let mut missing = Vec::new();
+        {
+            let known = self.versions.lock().unwrap();
+            for (key, stamp) in &listed {
+                if known.records.contains_key(key) {
+                    continue;
+                }
+                match cached.take(key, stamp.as_ref()) {
+                    Some(record) => taken.push((key.clone(), record, stamp.clone())),
+                    None => missing.push((key.clone(), stamp.clone())),
+                }
+            }
+        }
+        drop(cached);
+        let read_one_by_one = missing.len();
+        if first {
+            tracing::info!(
+                from_snapshot = taken.len(),
+                read_one_by_one,
+                "loading version records"
+            );
+        }
+        type Fetched = (
+            String,
+            Option<Stamp>,
+            std::result::Result<(Bytes, Option<String>), S3Error>,
+        );
+        let fetched: Vec<Fetched> = futures_util::stream::iter(missing)
+            .map(|(key, stamp)| async move {
+                let got = self.get_bytes(&key).await;
+                (key, stamp, got)
+            })
+            .buffer_unordered(LOAD_CONCURRENCY)
+            .collect()
+            .await;
         let mut unreadable = Vec::new();
-        let mut known = self.versions.lock().unwrap();
-        for (key, got) in fetched {
-            let bytes = match got {
-                Ok(bytes) => bytes,
+        let mut guard = self.versions.lock().unwrap();
+        let versions = &mut *guard;
+        for (key, record, stamp) in taken {
+            versions.records.insert(key, Known { record, stamp });
+        }
+        for (key, listed_stamp, got) in fetched {
+            let (bytes, etag) = match got {
+                Ok(found) => found,
                 // Deleted between the listing and the read.
                 Err(e) if e.kind == Kind::NotFound => continue,
                 Err(e) => return Err(e.into_storage("reading versions")),
             };
             match parse_version(&key, &bytes) {
                 Some(record) => {
-                    known.insert(key, record);
+                    let stamp = Stamp::confirmed(listed_stamp, etag.as_deref(), bytes.len());
+                    versions.records.insert(key, Known { record, stamp });
                 }
                 None => unreadable.push(key),
             }
         }
-        let listed: HashSet<&String> = listed.iter().collect();
-        known.retain(|key, _| listed.contains(key));
-        Ok(LoadedVersions {
-            records: known.values().cloned().collect(),
+        let listed: HashSet<&String> = listed.iter().map(|(key, _)| key).collect();
+        versions.records.retain(|key, _| listed.contains(key));
+        if let Some(stored) = stored {
+            versions.snapshot = Some(stored);
+        }
+        let write = versions.snapshot_due(first, read_one_by_one, unreadable.len());
+        let loaded = LoadedVersions {
+            records: versions
+                .records
+                .values()
+                .map(|k| k.record.clone())
+                .collect(),
             unreadable,
-        })
+        };
+        drop(guard);
+        if let Some((body, entries)) = write {
+            // The load has its answer already: writing the cache must not delay it.
+            let bucket = Arc::clone(self);
+            tokio::spawn(async move { bucket.write_snapshot(body, entries).await });
+        }
+        Ok(loaded)
     }
 
-    /// The keys of version records, less those a deletion marker hides.
-    async fn visible_versions(&self) -> Result<Vec<String>> {
+    /// The keys of version records, less those a deletion marker hides, with their
+    /// stamps.
+    async fn visible_versions(&self) -> Result<Vec<(String, Option<Stamp>)>> {
         let hidden: HashSet<String> = self
             .deletions()
             .await
@@ -158,13 +229,45 @@ impl Bucket {
             .flat_map(|(_, keys)| keys)
             .collect();
         Ok(self
-            .list(keys::APPS)
+            .list_objects(keys::APPS)
             .await
             .map_err(|e| e.into_storage("listing versions"))?
             .into_iter()
-            .map(|(key, _)| key)
-            .filter(|key| keys::parse_version(key).is_some() && !hidden.contains(key))
+            .filter(|o| keys::parse_version(&o.key).is_some() && !hidden.contains(&o.key))
+            .map(|o| {
+                let stamp = Stamp::listed(&o);
+                (o.key, stamp)
+            })
             .collect())
+    }
+}
+
+impl Versions {
+    /// The snapshot to write after a load (its body and number of entries), when one is
+    /// due; it then counts as what the bucket holds, written or not (see [`snapshot`]).
+    fn snapshot_due(
+        &mut self,
+        first_load: bool,
+        read_one_by_one: usize,
+        unreadable: usize,
+    ) -> Option<(Vec<u8>, usize)> {
+        let stamped = || {
+            self.records
+                .iter()
+                .filter_map(|(key, k)| Some((key.as_str(), k.stamp.as_ref()?, &k.record)))
+        };
+        let stored = self.snapshot.as_ref().expect("set by the first load");
+        let drift = snapshot::drift(stamped().map(|(key, stamp, _)| (key, stamp)), stored);
+        if !snapshot::due(first_load, read_one_by_one, unreadable, drift) {
+            return None;
+        }
+        let body = snapshot::encode(stamped());
+        let now: HashMap<String, Stamp> = stamped()
+            .map(|(key, stamp, _)| (key.to_owned(), stamp.clone()))
+            .collect();
+        let entries = now.len();
+        self.snapshot = Some(now);
+        Some((body, entries))
     }
 }
 
