@@ -1,7 +1,9 @@
-"""Shares of a download's CPU samples by what the daemon was doing, from call graphs.
+"""Shares of the daemon's CPU samples by what it was doing, from call graphs.
+
+    perf_shares.py [download|upload|metadata] < perf-script-output
 
 Reads `perf script -F tid,ip,sym` of a `perf record --call-graph dwarf` run on stdin (see
-bench/profile-download.sh) and prints, for each activity, the share of samples whose stack
+bench/profile.sh) and prints, for each activity of that workload, the share of samples whose stack
 contains it, then the leaf functions and the callers of the user-space copies. A sample
 belongs to an activity when any frame of its stack matches; the activities overlap where
 one runs inside another (the copy into the socket buffer is part of the socket write).
@@ -14,7 +16,13 @@ import re
 import sys
 
 # (label, frame pattern, pattern the leaf frame must match as well, or None)
-ACTIVITIES = [
+HAND_OFFS = (
+    "thread hand-offs: futex wake-ups and context switches",
+    r"futex|finish_task_switch",
+    None,
+)
+MEMCPY = ("user-space memcpy", None, r"^__mem(move|cpy)")
+DOWNLOAD = [
     ("file read: read(2) from the page cache (blocking pool)", r"ksys_read|ksys_pread", None),
     ("  of which the copy out of the page cache", r"ksys_read|ksys_pread", r"^_copy_to_iter"),
     ("socket write: writev(2) into loopback TCP", r"^tcp_sendmsg$", None),
@@ -30,10 +38,41 @@ ACTIVITIES = [
         r"^_raw_spin_unlock_irqrestore",
     ),
     ("AES-128-GCM seal (ring)", r"aes_gcm_enc_update|ring::aead::aes_gcm::seal|gcm_ghash", None),
-    ("user-space memcpy", None, r"^__mem(move|cpy)"),
-    ("thread hand-offs: futex wake-ups and context switches", r"futex|finish_task_switch", None),
+    MEMCPY,
+    HAND_OFFS,
     ("epoll", r"epoll", None),
 ]
+UPLOAD = [
+    ("SHA-256 of the image (sha2, on the writing thread)", r"sha2::", None),
+    ("socket read: recvmsg from loopback TCP", r"^tcp_recvmsg$|sock_recvmsg|sock_read_iter", None),
+    ("  of which the copy out of socket buffers", r"^tcp_recvmsg", r"^_copy_to_iter"),
+    ("  of which ACKs sent with interrupts off", r"^tcp_recvmsg", r"^_raw_spin_unlock_irqrestore"),
+    ("AES-128-GCM open (ring)", r"aes_gcm_dec_update|ring::aead::aes_gcm::open|gcm_ghash", None),
+    ("O_DIRECT writes to the disk", r"ksys_pwrite|ksys_write|iomap_dio|blkdev", None),
+    ("page faults", r"exc_page_fault|asm_exc_page_fault", None),
+    MEMCPY,
+    HAND_OFFS,
+]
+METADATA = [
+    ("the API (routing, identity, handler, metrics layer)", r"aar::api::", None),
+    ("  of which the trust look-up", r"aar::api::identity", None),
+    (
+        "    of which the stat of trust.json",
+        r"aar::api::identity;statx|newfstatat|vfs_statx",
+        None,
+    ),
+    ("  of which JSON serialisation", r"serde_json", None),
+    ("  of which the ETag hash (SHA-256)", r"sha2::", None),
+    ("HTTP/1.1 parse and encode (hyper)", r"Http1Transaction>::(parse|encode)", None),
+    ("AES-128-GCM (ring)", r"aes_gcm_(enc|dec)_update|gcm_ghash", None),
+    ("socket write into loopback TCP", r"^tcp_sendmsg$", None),
+    ("socket read", r"^tcp_recvmsg$|sock_recvmsg|sock_read_iter", None),
+    ("epoll", r"epoll", None),
+    ("malloc and free", None, r"malloc|_int_free|cfree|realloc"),
+    MEMCPY,
+    HAND_OFFS,
+]
+ACTIVITIES = {"download": DOWNLOAD, "upload": UPLOAD, "metadata": METADATA}
 
 
 def read_samples(lines) -> list[list[str]]:
@@ -66,13 +105,17 @@ def matches(stack: list[str], pattern: str) -> bool:
 
 
 def main() -> int:
+    what = sys.argv[1] if len(sys.argv) > 1 else "download"
+    if what not in ACTIVITIES:
+        print(f"perf_shares: the workload is one of {', '.join(ACTIVITIES)}", file=sys.stderr)
+        return 2
     samples = read_samples(sys.stdin)
     n = len(samples)
     if not n:
         print("perf_shares: no samples on stdin", file=sys.stderr)
         return 1
     print(f"{n} samples with call graphs\n")
-    for label, frames, leaf in ACTIVITIES:
+    for label, frames, leaf in ACTIVITIES[what]:
         count = sum(
             1
             for s in samples

@@ -5,9 +5,9 @@
 //! allocations that size with `mmap` and give freed memory back to the kernel soon after,
 //! so every buffer costs fresh pages: page faults and zeroing inside the TLS read path.
 //! Keeping those buffers in the heap and its freed memory cached took a 1 GiB upload's
-//! server CPU from about 1.75 to 1.5 s/GiB with the same peak RSS (bench/results/
-//! malloc-tuning.md); another allocator (mimalloc) saved a little less and doubled the
-//! peak RSS.
+//! server CPU from 1.96 to 1.70 s/GiB (medians of 5 in one run) for 3 MiB more peak RSS
+//! (bench/results/malloc-tuning.md); another allocator (mimalloc) saved a little less and
+//! more than doubled the peak RSS.
 
 /// Allocations at least this large still go straight to `mmap` (S3 part buffers, which
 /// are pooled anyway).

@@ -1,8 +1,9 @@
 //! Metadata answers kept as built, until the index changes.
 //!
 //! AMS units poll the same few URLs over and over; between publishes the answer to each
-//! is the same bytes. Serialising the JSON and hashing it for the ETag were about a tenth
-//! of a metadata GET's CPU, so an answer is built once per index generation
+//! is the same bytes. Serialising the JSON and hashing it for the ETag took a fifth of a
+//! metadata GET's server CPU (bench/results/answer-cache.md), so an answer is built once
+//! per index generation
 //! ([`Registry::generation`](crate::registry::Registry::generation)) and served from here
 //! until the generation moves on. Authorisation and the registry's readiness are checked
 //! at every request before this cache is consulted; only `200` answers are kept.
