@@ -72,7 +72,35 @@ METADATA = [
     MEMCPY,
     HAND_OFFS,
 ]
-ACTIVITIES = {"download": DOWNLOAD, "upload": UPLOAD, "metadata": METADATA}
+S3_UPLOAD = [
+    ("SHA-256, all of it", r"sha2::", None),
+    (
+        "  of which SigV4's hash of each part's payload (AWS SDK)",
+        r"aws_sigv4;sha2::",
+        None,
+    ),
+    (
+        "socket read: the image from the client (recvmsg)",
+        r"^tcp_recvmsg$|sock_recvmsg|sock_read_iter",
+        None,
+    ),
+    ("socket write: the parts to the S3 server (sendmsg)", r"^tcp_sendmsg$", None),
+    ("AES-128-GCM open (ring)", r"aes_gcm_dec_update|gcm_ghash", None),
+    (
+        "the AWS SDK and its HTTP client (SigV4 hash included)",
+        r"aws_smithy|aws_sdk_s3|aws_runtime",
+        None,
+    ),
+    ("page faults", r"exc_page_fault|asm_exc_page_fault", None),
+    MEMCPY,
+    HAND_OFFS,
+]
+ACTIVITIES = {
+    "download": DOWNLOAD,
+    "upload": UPLOAD,
+    "metadata": METADATA,
+    "s3-upload": S3_UPLOAD,
+}
 
 
 def read_samples(lines) -> list[list[str]]:

@@ -4,12 +4,15 @@
 # TLS_AES_128_GCM_SHA256, HTTP/1.1, client certificate, loopback), then perf's report by
 # shared object and by symbol, with and without the callers' share. Measurement only.
 #
-#   bench/profile.sh [--what download|upload|metadata] [--aar PATH] [--reps N] [--out DIR]
+#   bench/profile.sh [--what download|upload|metadata|s3-upload] [--aar PATH] [--reps N]
+#                    [--out DIR] [--s3s-fs PATH]
 #
 # download (default): a 1 GiB image read warm from the page cache, one client (curl).
 # upload: a 1 GiB image uploaded whole with one PATCH (curl), a fresh image each run.
 # metadata: `GET /1.0/applications/profile` for 5 s per run with wrk -t2 -c32 (keep-alive),
 # through the benchmark's client-certificate shim (built here with cc).
+# s3-upload: the upload, with aar's S3 backend writing into s3s-fs on loopback (plain HTTP,
+# as in bench/s3/run.sh, which builds s3s-fs into target/bench-tools).
 #
 # Needs perf (Debian `linux-perf`), curl, openssl, and root or perf_event_paranoid <= 1
 # (metadata: wrk and cc too). The call graphs are unwound from DWARF (`--call-graph
@@ -22,11 +25,14 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 aar=target/release/aar
 what=download
+kind=""
+s3s_fs=target/bench-tools/bin/s3s-fs
 reps=3
 out=""
 while (($#)); do
     case "$1" in
         --what) what=$2; shift 2 ;;
+        --s3s-fs) s3s_fs=$2; shift 2 ;;
         --aar) aar=$2; shift 2 ;;
         --reps) reps=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
@@ -34,10 +40,11 @@ while (($#)); do
         *) echo "profile: unknown argument $1" >&2; exit 2 ;;
     esac
 done
+kind=$what
 case "$what" in
-    download|upload) tools="perf curl openssl" ;;
+    download|upload|s3-upload) tools="perf curl openssl" ;;
     metadata) tools="perf curl openssl wrk cc" ;;
-    *) echo "profile: --what takes download, upload or metadata, not $what" >&2; exit 2 ;;
+    *) echo "profile: --what takes download, upload, metadata or s3-upload, not $what" >&2; exit 2 ;;
 esac
 for tool in $tools; do
     command -v "$tool" >/dev/null || { echo "profile: $tool is missing" >&2; exit 1; }
@@ -48,19 +55,35 @@ work=$(mktemp -d "${TMPDIR:-/var/tmp}/aar-profile.XXXXXX")
 out=${out:-$work/out}
 mkdir -p "$out"
 daemon=""
+s3=""
 cleanup() {
-    [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
-    rm -rf "$work/data" "$work/blob.bin"
+    local pid
+    for pid in $daemon $s3; do
+        kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work/data" "$work/blob.bin" "$work/s3"
 }
 trap cleanup EXIT
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+storage="storage: {fs: {root-directory: $work/data}}"
+if [ "$what" = s3-upload ]; then
+    [ -x "$s3s_fs" ] || { echo "profile: no s3s-fs at $s3s_fs (bench/s3/run.sh builds it)" >&2; exit 1; }
+    s3port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    mkdir -p "$work/s3/profile"
+    "$s3s_fs" --host 127.0.0.1 --port "$s3port" --access-key AKIAAARPROFILE000001 \
+        --secret-key profileSecretKey/0000000000000000000000000 "$work/s3" >"$work/s3s-fs.log" 2>&1 &
+    s3=$!
+    for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$s3port") 2>/dev/null && break; sleep 0.1; done
+    storage="storage: {s3: {region: us-east-1, bucket: profile, endpoint: 'http://127.0.0.1:$s3port', path-style: true, access-key: AKIAAARPROFILE000001, secret-access-key: profileSecretKey/0000000000000000000000000}}"
+    what=upload  # the same workload; the shares below are sorted as an S3 upload's
+fi
 cat >"$work/aar.yaml" <<EOF
 http: {addr: 127.0.0.1:$port, tls: {min-version: "1.3"}}
 metrics: {addr: 127.0.0.1:$mport}
 state-directory: $work/state
-storage: {fs: {root-directory: $work/data}}
+$storage
 EOF
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=profile \
     -keyout "$work/client.key" -out "$work/client.crt" 2>/dev/null
@@ -160,6 +183,6 @@ perf report -i "$work/flat.data" --no-children --sort dso,sym --stdio -g none \
 perf report -i "$work/graph.data" --children --sort sym --stdio -g none \
     --percent-limit 1 2>/dev/null >"$out/report-children.txt"
 perf script -i "$work/graph.data" -F tid,ip,sym 2>/dev/null \
-    | python3 bench/perf_shares.py "$what" >"$out/shares.txt"
+    | python3 bench/perf_shares.py "$kind" >"$out/shares.txt"
 cat "$out/shares.txt"
 echo "profile: reports in $out (perf data in $work)"
