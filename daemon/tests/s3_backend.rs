@@ -4,30 +4,16 @@
 
 mod common;
 
-use aar::config::{S3Config, Secret};
 use aar::digest::Digest;
 use aar::model::{ImageRef, VersionRecord};
-use aar::storage::s3::S3Storage;
-use aar::storage::{ByteStream, Storage, StorageError};
+use aar::storage::{ByteStream, StorageError};
 use bytes::Bytes;
 use common::*;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Sizes here index byte slices.
 const MIB: usize = common::MIB as usize;
-
-async fn open(server: &S3Server) -> Arc<dyn Storage> {
-    let config = S3Config {
-        access_key: Some(ACCESS_KEY.into()),
-        secret_access_key: Some(Secret::new(SECRET_KEY)),
-        endpoint: Some(server.endpoint()),
-        path_style: true,
-        ..S3Config::new(REGION, BUCKET)
-    };
-    Arc::new(S3Storage::open(&config).await.unwrap())
-}
 
 fn chunked(data: &[u8]) -> ByteStream {
     let pieces: Vec<std::io::Result<Bytes>> = data
@@ -55,7 +41,7 @@ fn read_record(server: &S3Server, id: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_uploads_are_recorded_in_the_bucket_and_expiry_aborts_them() {
     let server = S3Server::start();
-    let s = open(&server).await;
+    let s = server.storage().await;
     let data = pattern(1, 0, 17 * MIB);
     let state = s
         .create_upload(Digest::of(&data), data.len() as u64)
@@ -78,7 +64,7 @@ async fn open_uploads_are_recorded_in_the_bucket_and_expiry_aborts_them() {
     assert!(server.keys("blobs/").is_empty());
 
     // A restarted daemon keeps a resumable upload...
-    let again = open(&server).await;
+    let again = server.storage().await;
     let cleanup = again.recover().await.unwrap();
     assert_eq!(cleanup.uploads, 0);
     assert_eq!(
@@ -98,8 +84,8 @@ async fn open_uploads_are_recorded_in_the_bucket_and_expiry_aborts_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_record_changed_elsewhere_is_never_overwritten() {
     let server = S3Server::start();
-    let a = open(&server).await;
-    let b = open(&server).await;
+    let a = server.storage().await;
+    let b = server.storage().await;
     let data = pattern(2, 0, 30 * MIB);
     let digest = Digest::of(&data);
     let state = a.create_upload(digest, data.len() as u64).await.unwrap();
@@ -135,7 +121,7 @@ async fn an_upload_record_changed_elsewhere_is_never_overwritten() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_finishes_interrupted_deletes_and_drops_unreadable_records() {
     let server = S3Server::start();
-    let s = open(&server).await;
+    let s = server.storage().await;
     let digest = Digest::of(b"x");
     for version in 1..=3 {
         s.put_version(&VersionRecord {
@@ -184,7 +170,7 @@ async fn start_up_finishes_interrupted_deletes_and_drops_unreadable_records() {
         .unwrap();
     // Hidden at once, even before recovery.
     assert!(s.load_versions().await.unwrap().records.is_empty());
-    let fresh = open(&server).await;
+    let fresh = server.storage().await;
     let cleanup = fresh.recover().await.unwrap();
     assert_eq!(cleanup.temp_files, 1);
     assert_eq!(cleanup.uploads, 1);
@@ -201,7 +187,7 @@ async fn start_up_finishes_interrupted_deletes_and_drops_unreadable_records() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirects_reuse_the_url_of_the_same_second() {
     let server = S3Server::start();
-    let s = open(&server).await;
+    let s = server.storage().await;
     let state = s.create_upload(Digest::of(b"abc"), 3).await.unwrap();
     s.append_upload(&state.id, 0, chunked(b"abc"))
         .await

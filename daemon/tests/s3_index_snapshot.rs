@@ -7,10 +7,8 @@
 
 mod common;
 
-use aar::config::{S3Config, Secret};
 use aar::digest::Digest;
 use aar::model::{ImageRef, VersionRecord};
-use aar::storage::s3::S3Storage;
 use aar::storage::{LoadedVersions, Storage};
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use common::*;
@@ -20,17 +18,6 @@ use std::time::Duration;
 
 const SNAPSHOT: &str = "index/versions.json";
 const VERSIONS: u32 = 20;
-
-async fn open(server: &S3Server) -> Arc<dyn Storage> {
-    let config = S3Config {
-        access_key: Some(ACCESS_KEY.into()),
-        secret_access_key: Some(Secret::new(SECRET_KEY)),
-        endpoint: Some(server.endpoint()),
-        path_style: true,
-        ..S3Config::new(REGION, BUCKET)
-    };
-    Arc::new(S3Storage::open(&config).await.unwrap())
-}
 
 fn record(version: u32, created_at: &str) -> VersionRecord {
     VersionRecord {
@@ -60,7 +47,7 @@ fn key(version: u32) -> String {
 /// A start: opens the bucket and loads the versions; answers what the load found and how
 /// many GetObject requests it made.
 async fn start(server: &S3Server) -> (Arc<dyn Storage>, LoadedVersions, usize) {
-    let storage = open(server).await;
+    let storage = server.storage().await;
     let before = server.served("GetObject");
     let loaded = storage.load_versions().await.unwrap();
     (storage, loaded, server.served("GetObject") - before)
@@ -91,7 +78,7 @@ async fn snapshot_other_than(server: &S3Server, old: &[u8]) -> Vec<u8> {
 /// A bucket with versions 1..=VERSIONS of `game` and a snapshot of them.
 async fn bucket_with_snapshot() -> (S3Server, Vec<u8>) {
     let server = S3Server::start();
-    let publisher = open(&server).await;
+    let publisher = server.storage().await;
     for v in 1..=VERSIONS {
         publisher
             .put_version(&record(v, "2026-01-01T00:00:00Z"))
@@ -255,7 +242,7 @@ async fn a_daemon_refreshing_keeps_the_snapshot_fresh_after_enough_publishes() {
     let (server, written) = bucket_with_snapshot().await;
     let (running, _, _) = start(&server).await;
     // Published elsewhere, fewer than the drift that is worth a rewrite...
-    let publisher = open(&server).await;
+    let publisher = server.storage().await;
     for v in VERSIONS + 1..=VERSIONS + 10 {
         publisher
             .put_version(&record(v, "2026-01-01T00:00:00Z"))

@@ -209,6 +209,18 @@ impl S3Server {
         keys
     }
 
+    /// The daemon's S3 backend on this server, as the registry opens it.
+    pub async fn storage(&self) -> Arc<dyn aar::storage::Storage> {
+        let config = aar::config::S3Config {
+            access_key: Some(ACCESS_KEY.into()),
+            secret_access_key: Some(aar::config::Secret::new(SECRET_KEY)),
+            endpoint: Some(self.endpoint()),
+            path_style: true,
+            ..aar::config::S3Config::new(REGION, BUCKET)
+        };
+        Arc::new(aar::storage::s3::S3Storage::open(&config).await.unwrap())
+    }
+
     /// An SDK client of the server, for tests that inspect or change the bucket directly.
     pub async fn client(&self) -> aws_sdk_s3::Client {
         let config = aws_sdk_s3::Config::builder()
