@@ -5,7 +5,7 @@ use super::identity::{Publisher, Reader};
 use super::response::{self, ApiError};
 use super::wire::{self, ApplicationBody, VersionBody};
 use super::{parse_version, AppState};
-use crate::registry::{parse_tag_filter, PublishRequest};
+use crate::registry::{parse_tag_filter, PublishRequest, RegistryError};
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -43,7 +43,8 @@ async fn list(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let tags = q.tags.as_deref().map(parse_tag_filter).unwrap_or_default();
-    cached(&state, &uri, &headers, || {
+    let ready = || state.registry.ready_for_lists();
+    cached(&state, &uri, &headers, ready, || {
         let apps = state.registry.list(&tags)?;
         Ok(response::render(StatusCode::OK, &wire::applications(&apps)))
     })
@@ -56,7 +57,8 @@ async fn show(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    cached(&state, &uri, &headers, || {
+    let ready = || state.registry.ready_for_lists();
+    cached(&state, &uri, &headers, ready, || {
         let app = state.registry.application(&name)?;
         Ok(response::render(
             StatusCode::OK,
@@ -72,7 +74,8 @@ async fn show_version(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    cached(&state, &uri, &headers, || {
+    let ready = || state.registry.ready_for_versions();
+    cached(&state, &uri, &headers, ready, || {
         let record = state.registry.version(&name, parse_version(&version)?)?;
         Ok(response::render(
             StatusCode::OK,
@@ -82,18 +85,20 @@ async fn show_version(
 }
 
 /// The `200` answer for `uri`: kept from an earlier request while the index has not
-/// changed, else built by `build` (see [`super::cache`]).
+/// changed, else built by `build` (see [`super::cache`]). A kept answer is served only
+/// when `ready` passes, the check `build` makes before answering.
 fn cached(
     state: &AppState,
     uri: &Uri,
     headers: &HeaderMap,
+    ready: impl FnOnce() -> Result<(), RegistryError>,
     build: impl FnOnce() -> Result<response::Rendered, ApiError>,
 ) -> Result<Response, ApiError> {
     // Read before building: an answer is kept under a generation no newer than its index.
     let generation = state.registry.generation();
     let key = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
     if let Some(answer) = state.answers().get(key, generation) {
-        state.registry.ready()?;
+        ready()?;
         return Ok(answer.answer(StatusCode::OK, headers));
     }
     let answer = build()?;

@@ -238,11 +238,18 @@ impl Registry {
         self.0.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Whether metadata may be answered now: the index is loaded and every stored record
-    /// in it. [`list`](Self::list) and [`application`](Self::application) check it
+    /// Whether lists may be answered now: the index is loaded and holds every stored
+    /// record. [`list`](Self::list) and [`application`](Self::application) check it
     /// themselves; a cache of their answers checks it before serving one.
-    pub fn ready(&self) -> Result<(), RegistryError> {
+    pub fn ready_for_lists(&self) -> Result<(), RegistryError> {
         self.complete()
+    }
+
+    /// Whether one version may be answered now: the index is loaded (an unreadable record
+    /// elsewhere does not hide a readable one). [`version`](Self::version) checks it
+    /// itself; a cache of its answers checks it before serving one.
+    pub fn ready_for_versions(&self) -> Result<(), RegistryError> {
+        self.loaded()
     }
 
     fn complete(&self) -> Result<(), RegistryError> {
