@@ -55,7 +55,18 @@ async fn a_revocation_on_one_unit_is_enforced_by_the_other_within_the_bound() {
     // A new connection is refused too, and the publisher is untouched.
     b.reader().get("/1.0/applications").await.expect(403);
     b.publisher().get("/1.0/applications").await.expect(200);
-    a.reader().get("/1.0/applications").await.expect(403);
+    // The unit whose CLI revoked learns it from the bucket too, at its own refresh, which
+    // may come after B's: the same bound, counted from the revocation.
+    let refused_on_a = eventually(REVOCATION_BOUND, || async {
+        let r = a.reader().get("/1.0/applications").await;
+        (r.status == StatusCode::FORBIDDEN).then_some(())
+    })
+    .await;
+    assert!(
+        refused_on_a.is_some() && revoked_at.elapsed() <= REVOCATION_BOUND,
+        "unit A admitted the revoked certificate {:?} after the revocation",
+        revoked_at.elapsed()
+    );
 
     // A removal through B's CLI applies on A the same way.
     b.trust_remove(&publisher().fingerprint);
