@@ -5,8 +5,9 @@
 //! metadata GET's server CPU (bench/results/answer-cache.md), so an answer is built once
 //! per index generation
 //! ([`Registry::generation`](crate::registry::Registry::generation)) and served from here
-//! until the generation moves on. Authorisation and the registry's readiness are checked
-//! at every request before this cache is consulted; only `200` answers are kept.
+//! until the generation moves on. Authorisation is checked at every request before this
+//! cache is consulted, and a kept answer is served only after the readiness check its
+//! handler makes; only `200` answers are kept.
 
 use super::response::Rendered;
 use std::collections::HashMap;
