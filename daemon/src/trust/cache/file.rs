@@ -122,15 +122,7 @@ impl FileSource {
 
         match load(&self.path) {
             Ok(Some((stamp, pin, view))) => {
-                tracing::info!(
-                    publishers = view.publishers,
-                    clients = view.clients,
-                    revoked = view.revoked.len(),
-                    "loaded trust store {}",
-                    self.path.display()
-                );
-                crate::metrics::global().trust_refreshed();
-                state.view = Arc::new(view);
+                state.view = view.loaded(self.path.display());
                 state.source = Source::Loaded { stamp, _pin: pin };
                 state.failed = None;
                 (Arc::clone(&state.view), None)

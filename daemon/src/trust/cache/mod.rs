@@ -76,6 +76,18 @@ impl View {
         view
     }
 
+    /// A view just read from `from`, logged and counted as the store's new contents.
+    fn loaded(self, from: impl std::fmt::Display) -> std::sync::Arc<View> {
+        tracing::info!(
+            publishers = self.publishers,
+            clients = self.clients,
+            revoked = self.revoked.len(),
+            "loaded trust store {from}"
+        );
+        crate::metrics::global().trust_refreshed();
+        std::sync::Arc::new(self)
+    }
+
     fn access(&self, fingerprint: &Fingerprint, now: i64) -> Access {
         if self.revoked.contains(fingerprint) {
             Access::Revoked

@@ -126,16 +126,7 @@ impl SharedSource {
                 state.tag = None;
             }
             Fetched::Current { file, tag } => {
-                let view = View::of(file);
-                tracing::info!(
-                    publishers = view.publishers,
-                    clients = view.clients,
-                    revoked = view.revoked.len(),
-                    "loaded trust store {}",
-                    self.store.location()
-                );
-                crate::metrics::global().trust_refreshed();
-                state.view = Arc::new(view);
+                state.view = View::of(file).loaded(self.store.location());
                 state.tag = Some(tag);
                 state.failed_tag = None;
             }
